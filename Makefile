@@ -1,0 +1,32 @@
+# Two entry points for a newcomer on a fresh machine:
+#   make serve   set everything up, then serve the default model
+#   make test    set everything up, then run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup serve test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned: a CPU build of 2.13.0 lies on disk, anything else pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+serve: setup
+	$(BIN)/zeroembed serve
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,287 @@
+"""zeroembed wire protocol, version 1 — the one contract between client and server.
+
+Needs only the standard library and numpy, so the thin client can carry it and
+the server can validate on top of it. docs/protocol.md is the prose version of
+this module; keep them in step.
+
+A request is a multipart ZeroMQ message from a DEALER to the server's ROUTER::
+
+    frame 0  header  UTF-8 JSON object: {"v": 1, "id": "...", "op": "encode"|"status", options...}
+    frame 1  texts   UTF-8 JSON array of strings (``encode`` only)
+
+A reply is::
+
+    frame 0  header  UTF-8 JSON object: {"v": 1, "id": "...", "ok": true, "arrays": [{"dtype", "shape"}], ...}
+    frame 1+ one raw little-endian buffer per entry of ``arrays``, C order
+
+or, on failure, a single header frame with ``"ok": false`` and
+``"error": {"code", "message", "index"?}``. Nothing on the wire is pickled or
+evaluated: JSON and raw numeric buffers only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+#: Longest request id accepted; ids are opaque strings chosen by the client.
+MAX_ID_LENGTH = 64
+#: dtypes a reply buffer may carry. Anything else is refused rather than interpreted.
+ALLOWED_DTYPES = frozenset({"<f4", "<f2", "<i8", "<i4"})
+
+
+class Op(StrEnum):
+    """What a request asks for."""
+
+    ENCODE = "encode"
+    STATUS = "status"
+
+
+class Output(StrEnum):
+    """Which vectors an ``encode`` request wants back."""
+
+    SENTENCE = "sentence"  # one pooled vector per text
+    TOKENS = "tokens"  # one vector per token (special tokens included) per text
+
+
+class ErrorCode(StrEnum):
+    """Every error a server can reply with. errors.py maps each to an exception class."""
+
+    MALFORMED = "malformed"  # frames or JSON that cannot be parsed
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_REQUEST = "invalid_request"  # well-formed, but an option or text is wrong
+    TEXT_TOO_LONG = "text_too_long"  # over the model's max tokens with truncate=False
+    LIMIT_EXCEEDED = "limit_exceeded"  # texts per request, characters per text
+    BUSY = "busy"  # the queue is full: retry later or elsewhere
+    SHUTTING_DOWN = "shutting_down"  # the server is draining and takes no new work
+    TIMEOUT = "timeout"  # the server gave up on the request past its deadline
+    WORKER_FAILED = "worker_failed"  # the model run failed (worker crashed, runtime error)
+    INTERNAL = "internal"  # a bug on the server side
+
+
+class ProtocolError(Exception):
+    """A message that does not follow this protocol. ``code`` says how it fails.
+
+    ``request_id`` is set when the header was readable enough to name the
+    request, so the server can still address its error reply to it.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeOptions:
+    """Options of an ``encode`` request, as the client sets them."""
+
+    output: Output = Output.SENTENCE
+    normalize: bool | None = None  # None keeps the model's own choice
+    truncate: bool = True
+    show_tokens: bool = False
+
+
+@dataclass(slots=True)
+class Request:
+    """A request as it came off the wire: a checked header and, for ``encode``, the texts."""
+
+    header: dict[str, Any]
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.header["id"]
+
+    @property
+    def op(self) -> Op:
+        return Op(self.header["op"])
+
+
+@dataclass(slots=True)
+class Reply:
+    """A reply as it came off the wire: its header and decoded arrays."""
+
+    header: dict[str, Any]
+    arrays: list[np.ndarray]
+
+    @property
+    def id(self) -> str | None:
+        # A server that could not read a request's id answers with a null id.
+        return self.header.get("id")
+
+    @property
+    def ok(self) -> bool:
+        return self.header.get("ok") is True
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self.header.get("error")
+
+
+# --------------------------------------------------------------------- requests
+
+
+def encode_request(request_id: str, texts: Sequence[str], options: EncodeOptions) -> list[bytes]:
+    """Frames of an ``encode`` request."""
+    header = {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "op": Op.ENCODE.value,
+        "output": Output(options.output).value,
+        "normalize": options.normalize,
+        "truncate": options.truncate,
+        "show_tokens": options.show_tokens,
+    }
+    return [_dump(header), _dump(list(texts))]
+
+
+def status_request(request_id: str) -> list[bytes]:
+    """Frames of a ``status`` request."""
+    return [_dump({"v": PROTOCOL_VERSION, "id": request_id, "op": Op.STATUS.value})]
+
+
+def decode_request(frames: Sequence[bytes | memoryview]) -> Request:
+    """Parse a request's frames; raise :class:`ProtocolError` on anything malformed.
+
+    Checks structure only (JSON objects, version, id, op, texts are strings).
+    The server validates option values on top of this with pydantic.
+    """
+    if not frames:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty message")
+    header = _load_object(frames[0], "header")
+    request_id = header.get("id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_LENGTH:
+        raise ProtocolError(ErrorCode.MALFORMED, f"header 'id' must be a string of 1 to {MAX_ID_LENGTH} characters")
+    try:
+        return _decode_request(header, frames)
+    except ProtocolError as exc:
+        exc.request_id = request_id  # the header named its request: the error reply can reach it
+        raise
+
+
+def _decode_request(header: dict[str, Any], frames: Sequence[bytes | memoryview]) -> Request:
+    version = header.get("v")
+    if not _is_int(version) or version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported; this server speaks version {PROTOCOL_VERSION}",
+        )
+    op = header.get("op")
+    if not isinstance(op, str) or op not in {o.value for o in Op}:
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"unknown op {op!r}; expected one of {[o.value for o in Op]}")
+    if op == Op.STATUS:
+        if len(frames) != 1:
+            raise ProtocolError(ErrorCode.MALFORMED, f"a status request has 1 frame, got {len(frames)}")
+        return Request(header)
+    if len(frames) != 2:
+        raise ProtocolError(ErrorCode.MALFORMED, f"an encode request has 2 frames (header, texts), got {len(frames)}")
+    texts = _load(frames[1], "texts")
+    if not isinstance(texts, list):
+        raise ProtocolError(ErrorCode.MALFORMED, "texts frame must be a JSON array of strings")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST, f"texts[{index}] is {type(text).__name__}, expected a string"
+            )
+    return Request(header, texts)
+
+
+# ---------------------------------------------------------------------- replies
+
+
+def encode_reply(request_id: str, arrays: Sequence[np.ndarray] = (), **fields: Any) -> list[bytes | memoryview]:
+    """Frames of a successful reply: the header (with ``fields``) and one raw buffer per array."""
+    buffers: list[memoryview] = []
+    metas: list[dict[str, Any]] = []
+    for array in arrays:
+        array = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")  # keeps 0-d shapes
+        if array.dtype.str not in ALLOWED_DTYPES:  # fail here, not in every client that reads it
+            raise ValueError(f"dtype {array.dtype.str} cannot go on the wire; use one of {sorted(ALLOWED_DTYPES)}")
+        metas.append({"dtype": array.dtype.str, "shape": list(array.shape)})
+        # Flat bytes via numpy: memoryview.cast refuses zero-sized shapes such as (0, dim).
+        buffers.append(memoryview(array.reshape(-1).view(np.uint8)))
+    header = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "arrays": metas, **fields}
+    return [_dump(header), *buffers]
+
+
+def encode_error(request_id: str | None, code: ErrorCode, message: str, index: int | None = None) -> list[bytes]:
+    """Frames of an error reply. ``index`` names the offending text, when there is one."""
+    error: dict[str, Any] = {"code": ErrorCode(code).value, "message": message}
+    if index is not None:
+        error["index"] = index
+    return [_dump({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": error})]
+
+
+def decode_reply(frames: Sequence[bytes | memoryview]) -> Reply:
+    """Parse a reply's frames; raise :class:`ProtocolError` if they are not a valid reply."""
+    if not frames:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty reply")
+    header = _load_object(frames[0], "reply header")
+    version = header.get("v")
+    if not _is_int(version) or version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"reply has protocol version {version!r}")
+    if header.get("ok") is not True:
+        error = header.get("error")
+        if not isinstance(error, Mapping) or not isinstance(error.get("code"), str):
+            raise ProtocolError(ErrorCode.MALFORMED, "error reply without an error object")
+        if not isinstance(error.get("message", ""), str) or not (error.get("index") is None or _is_int(error["index"])):
+            raise ProtocolError(ErrorCode.MALFORMED, "error 'message' must be a string and 'index' an integer")
+        return Reply(header, [])
+    metas = header.get("arrays", [])
+    if not isinstance(metas, list) or len(metas) != len(frames) - 1:
+        raise ProtocolError(ErrorCode.MALFORMED, f"reply names {len(metas)} arrays but carries {len(frames) - 1}")
+    return Reply(header, [_array(meta, frame) for meta, frame in zip(metas, frames[1:])])
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _array(meta: Any, frame: bytes | memoryview) -> np.ndarray:
+    if not isinstance(meta, Mapping):
+        raise ProtocolError(ErrorCode.MALFORMED, "array metadata must be an object")
+    dtype, shape = meta.get("dtype"), meta.get("shape")
+    if dtype not in ALLOWED_DTYPES:
+        raise ProtocolError(ErrorCode.MALFORMED, f"array dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise ProtocolError(ErrorCode.MALFORMED, f"array shape {shape!r} is not a list of sizes")
+    dtype = np.dtype(dtype)
+    # Python ints: a hostile shape must not overflow int64 or meet a buffer of the wrong size.
+    nbytes = memoryview(frame).nbytes
+    if math.prod(shape) * dtype.itemsize != nbytes:
+        raise ProtocolError(ErrorCode.MALFORMED, f"array of shape {shape} does not match its {nbytes}-byte buffer")
+    try:
+        return np.frombuffer(frame, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. more dimensions than numpy supports, or 0-sized huge dims
+        raise ProtocolError(ErrorCode.MALFORMED, f"array shape {shape!r} is not usable: {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true must not pass for 1
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _load(frame: bytes | memoryview, what: str) -> Any:
+    try:
+        return json.loads(bytes(frame).decode("utf-8"))
+    # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit.
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{what} frame is not UTF-8 JSON: {exc}") from None
+
+
+def _load_object(frame: bytes | memoryview, what: str) -> dict[str, Any]:
+    value = _load(frame, what)
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, f"{what} frame must be a JSON object")
+    return value

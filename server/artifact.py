@@ -1,0 +1,94 @@
+"""Opening an exported model artifact: the directory `zeroembed export` writes.
+
+The artifact contract (docs/artifact.md) is the only thing the server knows of
+the exporter: ``model.onnx``, ``tokenizer.json`` and ``manifest.json``. This
+module reads the manifest fields the server needs and checks the files are
+there, so a bad ``--model`` fails at start with a message, not in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+log = logging.getLogger(__name__)
+
+SENTENCE = "sentence_embedding"
+POOLED = "pooled_embedding"
+TOKENS = "token_embeddings"
+
+
+class ArtifactError(Exception):
+    """An artifact directory that cannot be served; ``str()`` names the problem."""
+
+
+class Manifest(BaseModel):
+    """The manifest fields the server relies on; the rest is kept and reported as is."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+    format_version: int
+    source: str
+    hidden_size: int
+    max_seq_length: int
+    pooling: Literal["mean", "cls", "max"]
+    normalize: bool
+    precision: Literal["fp32", "fp16", "int8"]
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A checked artifact directory."""
+
+    path: Path
+    manifest: Manifest
+    raw_manifest: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def name(self) -> str:
+        return Path(self.manifest.source).name or self.manifest.source
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """Check ``path`` holds a servable artifact and read its manifest."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ArtifactError(f"model artifact {path} is not a directory (make one with `zeroembed export --out DIR`)")
+    for name in ("model.onnx", "tokenizer.json", "manifest.json"):
+        if not (path / name).is_file():
+            raise ArtifactError(
+                f"{path} is not a zeroembed artifact: {name} is missing (make one with `zeroembed export --out DIR`)"
+            )
+    try:
+        raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.model_validate(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path / 'manifest.json'} is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{path / 'manifest.json'} is not a zeroembed manifest: {where}: {first['msg']}") from None
+    if manifest.format_version != 1:
+        raise ArtifactError(f"{path} has artifact format {manifest.format_version}; this server reads format 1")
+    missing = {"input_ids", "attention_mask"} - set(manifest.inputs)
+    if missing:
+        raise ArtifactError(f"{path}: model inputs lack {sorted(missing)}")
+    missing = {SENTENCE, TOKENS} - set(manifest.outputs)
+    if missing:
+        raise ArtifactError(f"{path}: model outputs lack {sorted(missing)}")
+    return Artifact(path=path, manifest=manifest, raw_manifest=raw)

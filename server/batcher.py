@@ -1,0 +1,116 @@
+"""Forming batches by token budget from queued texts. Pure logic: no sockets, no clock of its own.
+
+A batch costs ``size × longest sequence`` tokens once padded, so the batcher
+keeps that product under ``max_batch_tokens`` and groups texts of similar
+length. The oldest text always goes in the next batch, so none starves.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One text waiting to run: its tokens, and where its result goes."""
+
+    owner: Any  # the request it belongs to
+    index: int  # position within that request
+    length: int  # tokens
+    enqueued_at: float
+    payload: Any = field(default=None, repr=False)  # token ids
+
+
+@dataclass(slots=True)
+class Batch:
+    """Texts that run together, and their padded cost."""
+
+    items: list[Item]
+    width: int  # the longest sequence: every text is padded to it
+
+    @property
+    def tokens(self) -> int:
+        return sum(item.length for item in self.items)
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.width * len(self.items)
+
+
+class Batcher:
+    """A FIFO of texts that hands out length-grouped batches under a token budget.
+
+    ``wait_s`` is how long a partial batch may wait for company while other
+    batches are running; when nothing is running, a partial batch goes at once,
+    so a lone request is never held back.
+    """
+
+    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, wait_s: float, lookahead: int = 8) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be positive")
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.wait_s = wait_s
+        # How far past a full batch the batcher looks for texts of similar length.
+        self._window = max_batch_size * lookahead
+        self._queue: deque[Item] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, items: Iterable[Item]) -> None:
+        """Queue texts, in arrival order."""
+        self._queue.extend(items)
+
+    def requeue(self, items: list[Item]) -> None:
+        """Put texts back at the head of the queue (their batch was lost with its worker)."""
+        self._queue.extendleft(reversed(items))
+
+    def remove_owner(self, owner: Any) -> int:
+        """Drop every queued text of ``owner`` (a request that failed or was abandoned)."""
+        before = len(self._queue)
+        self._queue = deque(item for item in self._queue if item.owner is not owner)
+        return before - len(self._queue)
+
+    def deadline(self) -> float | None:
+        """When the oldest text's wait runs out, on the caller's clock; None when empty."""
+        return self._queue[0].enqueued_at + self.wait_s if self._queue else None
+
+    def next_batch(self, now: float, *, pipeline_idle: bool) -> Batch | None:
+        """The batch to run now, or None if it is better to wait for more texts.
+
+        A batch goes when it is full, when the oldest text has waited ``wait_s``,
+        or when nothing else is running (``pipeline_idle``).
+        """
+        if not self._queue:
+            return None
+        window = [self._queue[i] for i in range(min(len(self._queue), self._window))]
+        oldest = window[0]
+        # Nearest lengths first; ties keep arrival order (sorted is stable).
+        candidates = sorted(window, key=lambda item: abs(item.length - oldest.length))
+        chosen: list[Item] = []
+        width = 0
+        full = False
+        for item in candidates:
+            if len(chosen) == self.max_batch_size:
+                full = True
+                break
+            new_width = max(width, item.length)
+            if chosen and new_width * (len(chosen) + 1) > self.max_batch_tokens:
+                full = True  # the budget is spent; later candidates are further from the oldest's length
+                break
+            chosen.append(item)
+            width = new_width
+        if not full and len(chosen) == self.max_batch_size:
+            full = True
+        if not (full or pipeline_idle or now - oldest.enqueued_at >= self.wait_s):
+            return None
+        taken = set(map(id, chosen))
+        rest = [item for item in window if id(item) not in taken]
+        for _ in range(len(window)):
+            self._queue.popleft()
+        self._queue.extendleft(reversed(rest))
+        return Batch(items=chosen, width=width)

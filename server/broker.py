@@ -1,0 +1,412 @@
+"""The broker: clients in, batches out to workers, replies back — one thread, one poll loop.
+
+In the shape of the zguide's load-balancing broker: a ROUTER faces clients, a
+ROUTER faces workers, workers say READY and take one batch at a time. On top
+of that the broker validates and tokenizes requests, queues their texts in the
+batcher, and reassembles each request from the batches its texts ran in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from zeroembed.client.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    Op,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_error,
+    encode_reply,
+)
+
+from .artifact import Artifact
+from .batcher import Batch, Batcher, Item
+from .config import Settings
+from .metrics import Metrics
+from .pending import PendingRequest, RequestRejected, check_limits, parse_options
+from .pool import WorkerHandle, WorkerPool
+from .tokenization import TextTokenizer
+from .worker import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.1  # how often the loop looks at worker health and shutdown, at the latest
+_MAX_ATTEMPTS = 2  # a batch lost with its worker is retried once
+
+
+class StartupError(Exception):
+    """The server could not start; ``str()`` says why."""
+
+
+@dataclass(eq=False)
+class InFlight:
+    """A batch sent to a worker."""
+
+    id: int
+    batch: Batch
+    outputs: list[str]
+    worker: WorkerHandle
+    attempt: int
+
+
+class Broker:
+    """Owns the sockets, the batcher, the worker pool and the requests in flight."""
+
+    def __init__(self, settings: Settings, artifact: Artifact, metrics: Metrics) -> None:
+        self.settings = settings
+        self.artifact = artifact
+        self.metrics = metrics
+        manifest = artifact.manifest
+        if settings.max_batch_tokens < manifest.max_seq_length:
+            raise StartupError(
+                f"--max-batch-tokens {settings.max_batch_tokens} is below the model's max sequence length "
+                f"{manifest.max_seq_length}: a long text could never run"
+            )
+        self.tokenizer = TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
+        self.batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+                               wait_s=settings.batch_wait_ms / 1000)
+        self.pending: set[PendingRequest] = set()
+        self.in_flight: dict[int, InFlight] = {}
+        self._batch_ids = itertools.count()
+        self._started = time.monotonic()
+        self._stop_requested = False
+        self._accepting = True
+        self._context = zmq.Context()
+        self._sockdir = tempfile.TemporaryDirectory(prefix="zeroembed-")
+        self.backend = self._context.socket(zmq.ROUTER)
+        self.backend.setsockopt(zmq.LINGER, 0)
+        backend_endpoint = f"ipc://{Path(self._sockdir.name) / 'workers'}"
+        self.backend.bind(backend_endpoint)
+        self.front = self._context.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        self.front.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+        self.pool = WorkerPool(size=settings.workers, endpoint=backend_endpoint, model_path=artifact.model_path,
+                               inputs=tuple(manifest.inputs), device=settings.device,
+                               threads=settings.threads_per_worker, log_level=settings.log_level)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the workers, wait until all have loaded the model, then open the client port."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        self.pool.start()
+        deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        while not all(w.ready for w in self.pool.workers.values()):
+            if time.monotonic() > deadline:
+                raise StartupError(f"workers did not load the model within {self.settings.worker_start_timeout_s}s")
+            if self.backend.poll(100):
+                self._on_worker_message(self.backend.recv_multipart())
+            dead = self.pool.reap()
+            if dead:
+                raise StartupError(f"worker {dead[0].index} exited while loading the model "
+                                   f"(exit code {dead[0].process.exitcode})")
+        try:
+            self.front.bind(self.settings.endpoint)
+        except zmq.ZMQError as exc:
+            raise StartupError(f"cannot listen on {self.settings.endpoint}: {exc.strerror}") from None
+        if self.settings.metrics_port:
+            try:
+                self.metrics.serve(self.settings.bind, self.settings.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {self.settings.bind}:{self.settings.metrics_port}: "
+                                   f"{exc.strerror}") from None
+        self.metrics.workers.set(self.pool.size)
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        self._stop_requested = True
+
+    def run(self) -> None:
+        """Serve until :meth:`request_stop`, then drain in-flight work and stop the workers."""
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        drain_deadline = None
+        last_check = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self._stop_requested and drain_deadline is None:
+                log.info("shutting down: draining %d requests", len(self.pending))
+                self._accepting = False
+                drain_deadline = now + self.settings.shutdown_grace_s
+            if drain_deadline is not None and (not self.pending or now >= drain_deadline):
+                break
+            events = dict(poller.poll(self._poll_timeout_ms(now)))
+            if self.backend in events:
+                self._drain(self.backend, self._on_worker_message)
+            if self.front in events:
+                self._drain(self.front, self._on_client_message)
+            if time.monotonic() - last_check >= _TICK_S:
+                last_check = time.monotonic()
+                self._check_workers()
+            self._dispatch()
+        for request in list(self.pending):
+            self._fail(request, ErrorCode.SHUTTING_DOWN, "the server shut down before this request finished")
+        self.close()
+
+    def close(self) -> None:
+        """Stop workers, close sockets and the metrics endpoint. Idempotent."""
+        if self._context.closed:
+            return
+        for worker in self.pool.workers.values():
+            if worker.identity is not None:
+                self.backend.send_multipart([worker.identity, STOP])
+        self.pool.stop()
+        self.metrics.close()
+        self.front.close()
+        self.backend.close()
+        self._context.term()
+        self._sockdir.cleanup()
+
+    # ------------------------------------------------------------------ clients
+
+    def _drain(self, socket: zmq.Socket, handler, limit: int = 1000) -> None:
+        # Bounded, so a flood on one socket cannot starve the other.
+        for _ in range(limit):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handler(frames)
+
+    def _on_client_message(self, frames: list[bytes]) -> None:
+        envelope, body = frames[:1], frames[1:]
+        if body and body[0] == b"":  # a REQ client's delimiter: keep it in the envelope
+            envelope, body = frames[:2], frames[2:]
+        received = time.monotonic()
+        try:
+            request = decode_request(body)
+        except ProtocolError as exc:
+            self._error(envelope, exc.request_id, exc.code, exc.message)
+            return
+        self.metrics.requests.labels(request.op.value).inc()
+        if request.op == Op.STATUS:
+            self.front.send_multipart([*envelope, *encode_reply(request.id, status=self.status())])
+            return
+        try:
+            self._accept(envelope, request, received)
+        except RequestRejected as exc:
+            self._error(envelope, request.id, exc.code, exc.message, exc.index)
+
+    def _accept(self, envelope: list[bytes], request: Request, received: float) -> None:
+        if not self._accepting:
+            raise RequestRejected(ErrorCode.SHUTTING_DOWN, "the server is shutting down; send it elsewhere")
+        options = parse_options(request)
+        texts = request.texts
+        check_limits(texts, max_texts=self.settings.max_texts_per_request,
+                     max_chars=self.settings.max_chars_per_text)
+        queued = sum(r.count for r in self.pending)
+        if queued + len(texts) > self.settings.max_queue:
+            raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
+                                                  f"{self.settings.max_queue}); retry later")
+        pending = PendingRequest.create(envelope, request, options, self.artifact.manifest)
+        pending.received_at = received
+        if not texts:
+            self._reply(pending)
+            return
+        started = time.perf_counter()
+        tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens)
+        self.metrics.tokenize_time.observe(time.perf_counter() - started)
+        if not options.truncate and tokenized.truncated:
+            index = tokenized.truncated[0]
+            raise RequestRejected(
+                ErrorCode.TEXT_TOO_LONG,
+                f"texts[{index}] has {self.tokenizer.count_tokens(texts[index])} tokens, more than the model's "
+                f"{self.tokenizer.max_length}; shorten it or send truncate=True",
+                index,
+            )
+        pending.pieces = tokenized.pieces
+        pending.num_tokens = int(tokenized.offsets[-1])
+        self.pending.add(pending)
+        offsets = tokenized.offsets
+        now = time.monotonic()
+        self.batcher.add(
+            Item(owner=pending, index=i, length=int(offsets[i + 1] - offsets[i]), enqueued_at=now,
+                 payload=tokenized.ids[offsets[i]:offsets[i + 1]])
+            for i in range(len(texts))
+        )
+        self.metrics.texts.inc(len(texts))
+        self.metrics.tokens.inc(pending.num_tokens)
+        self._update_gauges()
+
+    def _reply(self, request: PendingRequest) -> None:
+        self.pending.discard(request)
+        self.front.send_multipart(request.reply(), copy=False)
+        self.metrics.request_latency.observe(time.monotonic() - request.received_at)
+
+    def _error(self, envelope: list[bytes], request_id: str | None, code: ErrorCode, message: str,
+               index: int | None = None) -> None:
+        self.metrics.errors.labels(code.value).inc()
+        log.debug("request %s: %s: %s", request_id, code.value, message)
+        self.front.send_multipart([*envelope, *encode_error(request_id, code, message, index)])
+
+    def _fail(self, request: PendingRequest, code: ErrorCode, message: str) -> None:
+        """Answer a request with an error and forget the rest of its texts."""
+        if request.failed:
+            return
+        request.failed = True
+        self.pending.discard(request)
+        self.batcher.remove_owner(request)
+        self._error(request.envelope, request.id, code, message)
+        self._update_gauges()
+
+    # ------------------------------------------------------------------ workers
+
+    def _dispatch(self) -> None:
+        now = time.monotonic()
+        for worker in self.pool.idle_workers():
+            batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)
+            if batch is None:
+                break
+            self._send(worker, batch, attempt=1)
+        self._update_gauges()
+
+    def _send(self, worker: WorkerHandle, batch: Batch, attempt: int) -> None:
+        outputs = sorted({item.owner.source for item in batch.items})
+        flight = InFlight(next(self._batch_ids), batch, outputs, worker, attempt)
+        ids = np.concatenate([item.payload for item in batch.items])
+        lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
+        worker.batch = flight
+        self.in_flight[flight.id] = flight
+        self.backend.send_multipart([worker.identity, BATCH, dumps({"batch": flight.id, "outputs": outputs}),
+                                     ids, lengths], copy=False)
+        oldest = min(item.enqueued_at for item in batch.items)
+        self.metrics.queue_wait.observe(time.monotonic() - oldest)
+        self.metrics.batch_size.observe(len(batch.items))
+        self.metrics.batch_tokens.observe(batch.padded_tokens)
+        self.metrics.padding_tokens.inc(batch.padded_tokens - batch.tokens)
+
+    def _on_worker_message(self, frames: list[bytes]) -> None:
+        identity, kind, body = frames[0], frames[1], frames[2:]
+        if kind == READY:
+            info = json.loads(body[0])
+            worker = next((w for w in self.pool.workers.values() if w.pid == info["pid"]), None)
+            if worker is None:
+                log.warning("READY from unknown worker pid %s", info.get("pid"))
+                return
+            worker.identity, worker.provider = identity, info["provider"]
+            log.info("worker %d ready: pid %d, provider %s", worker.index, worker.pid, worker.provider)
+            if self.settings.device == "cuda" and worker.provider != "CUDAExecutionProvider":
+                log.warning("worker %d asked for CUDA but got %s", worker.index, worker.provider)
+            return
+        if kind == FATAL:
+            message = json.loads(body[0])["message"]
+            if not all(w.ready for w in self.pool.workers.values()):
+                raise StartupError(f"a worker could not load the model: {message}")
+            log.error("a replacement worker could not load the model: %s", message)
+            return
+        worker = self.pool.by_identity(identity)
+        header = json.loads(body[0])
+        flight = self.in_flight.pop(header.get("batch"), None)
+        if worker is not None:
+            worker.batch = None
+        if flight is None:
+            return  # a batch already given up on (its worker was declared dead)
+        if kind == FAILED:
+            log.error("batch %d failed in worker %d: %s", flight.id, flight.worker.index, header["message"])
+            for request in {item.owner for item in flight.batch.items}:
+                self._fail(request, ErrorCode.WORKER_FAILED, f"the model failed on this request: {header['message']}")
+            return
+        if kind == RESULT:
+            self.metrics.inference_time.observe(header["run_s"])
+            arrays = {name: np.frombuffer(buf, dtype=np.float32).reshape(shape)
+                      for name, buf, shape in zip(flight.outputs, body[1:], header["arrays"])}
+            self._deliver(flight, arrays)
+
+    def _deliver(self, flight: InFlight, arrays: dict[str, np.ndarray]) -> None:
+        token_offset = 0
+        for row, item in enumerate(flight.batch.items):
+            request: PendingRequest = item.owner
+            if request.source == "token_embeddings":
+                vector = arrays["token_embeddings"][token_offset:token_offset + item.length]
+            else:
+                vector = arrays[request.source][row]
+            if "token_embeddings" in arrays:
+                token_offset += item.length
+            if request.failed:
+                continue
+            request.fill(item.index, vector)
+            if request.done:
+                self._reply(request)
+
+    def _check_workers(self) -> None:
+        for worker in self.pool.reap():
+            flight = worker.batch
+            if self._accepting:
+                self.metrics.worker_restarts.inc()
+                self.pool.replace(worker)
+            if flight is None or not isinstance(flight, InFlight):
+                continue
+            self.in_flight.pop(flight.id, None)
+            if flight.attempt < _MAX_ATTEMPTS:
+                log.warning("retrying batch %d of the dead worker %d", flight.id, worker.index)
+                self.batcher.requeue(flight.batch.items)
+            else:
+                for request in {item.owner for item in flight.batch.items}:
+                    self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died twice")
+
+    def _poll_timeout_ms(self, now: float) -> int:
+        timeout = _TICK_S
+        deadline = self.batcher.deadline()
+        if deadline is not None and self.pool.idle_workers():
+            timeout = min(timeout, max(0.0, deadline - now))
+        return max(0, int(timeout * 1000))
+
+    def _update_gauges(self) -> None:
+        self.metrics.queue_depth.set(len(self.batcher))
+        self.metrics.in_flight.set(sum(r.count for r in self.pending))
+        self.metrics.busy_workers.set(len(self.in_flight))
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        """Server facts for ``Client.status()`` and ``zeroembed status``."""
+        manifest = self.artifact.manifest
+        return {
+            "version": _version(),
+            "protocol": PROTOCOL_VERSION,
+            "model": {"name": self.artifact.name, "path": str(self.artifact.path), "manifest": self.artifact.raw_manifest},
+            "dim": manifest.hidden_size,
+            "max_seq_length": manifest.max_seq_length,
+            "pooling": manifest.pooling,
+            "normalize": manifest.normalize,
+            "precision": manifest.precision,
+            "device": self.settings.device,
+            "workers": [{"index": w.index, "pid": w.pid, "provider": w.provider, "ready": w.ready,
+                         "busy": w.batch is not None} for w in self.pool.workers.values()],
+            "worker_restarts": self.pool.restarts,
+            "queue_depth": len(self.batcher),
+            "in_flight_requests": len(self.pending),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "accepting": self._accepting,
+            "batching": {"max_batch_tokens": self.settings.max_batch_tokens,
+                         "max_batch_size": self.settings.max_batch_size,
+                         "batch_wait_ms": self.settings.batch_wait_ms, "max_queue": self.settings.max_queue},
+            "pid": os.getpid(),
+        }
+
+
+def _version() -> str:
+    try:
+        return version("zeroembed")
+    except PackageNotFoundError:
+        return "0+unknown"

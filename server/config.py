@@ -1,0 +1,129 @@
+"""Server settings: CLI flags and ``ZEROEMBED_*`` variables → one frozen pydantic object.
+
+Precedence: a CLI flag beats its environment variable, which beats the default.
+Defaults that depend on the hardware (workers, threads, batch sizes) are filled
+in once, here, after the device is resolved; components never guess them again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["cpu", "cuda"]
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "zeroembed"
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def cuda_available() -> bool:
+    """True when ONNX Runtime has its CUDA provider *and* the machine shows an NVIDIA GPU.
+
+    onnxruntime-gpu lists CUDAExecutionProvider whether or not a GPU exists, so
+    the provider list alone is not enough.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return False
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+# Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
+# On CPU small batches win: one ORT session using every core runs batches of
+# a few texts faster per text than large padded ones.
+_DEVICE_DEFAULTS: dict[Device, dict[str, int]] = {
+    "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048},
+    "cuda": {"workers": 1, "max_batch_size": 256, "max_batch_tokens": 32768},
+}
+
+
+class Settings(BaseSettings):
+    """Everything ``zeroembed serve`` can be told. Frozen once built."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROEMBED_", frozen=True, extra="forbid")
+
+    model: Path | None = Field(None, description="artifact directory (from `zeroembed export`); default model if unset")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="where the default model is exported")
+    bind: str = Field("127.0.0.1", min_length=1, description="address to bind the ZeroMQ and metrics ports")
+    port: int = Field(5555, ge=1, le=65535, description="ZeroMQ port for clients")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus metrics port; 0 disables it")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
+    threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
+    max_batch_tokens: int = Field(0, ge=0, description="token budget of a batch: size × longest sequence; 0 = default")
+    max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a partial batch may wait for company")
+    max_queue: int = Field(20000, ge=1, description="texts queued or running at most; past it requests get ServerBusy")
+    max_texts_per_request: int = Field(2048, ge=1, description="texts in one request at most")
+    max_chars_per_text: int = Field(100_000, ge=1, description="characters in one text at most")
+    max_message_bytes: int = Field(64 * 2**20, ge=1024, description="largest ZeroMQ message accepted")
+    shutdown_grace_s: float = Field(8.0, ge=0, le=300, description="time to drain in-flight work on SIGTERM")
+    worker_start_timeout_s: float = Field(120.0, gt=0, description="time a worker may take to load the model")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _fill_device_defaults(self) -> Settings:
+        # Frozen model: the after-validator is the one place values may still be set.
+        device: Device
+        if self.device == "auto":
+            device = "cuda" if cuda_available() else "cpu"
+        else:
+            device = self.device
+        defaults = _DEVICE_DEFAULTS[device]
+        fill = {
+            "device": device,
+            "workers": self.workers or defaults["workers"],
+            "max_batch_size": self.max_batch_size or defaults["max_batch_size"],
+            "max_batch_tokens": self.max_batch_tokens or defaults["max_batch_tokens"],
+        }
+        if not self.threads_per_worker:
+            fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])
+        for name, value in fill.items():
+            object.__setattr__(self, name, value)
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port and port are both {self.port}; give them different ports")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """The ZeroMQ endpoint clients connect to."""
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"tcp://{host}:{self.port}"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; ``str()`` is a message for a person, one line per problem."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from ``ZEROEMBED_*`` variables and explicit overrides (CLI flags).
+
+    ``None`` overrides are ignored, so unset flags fall through to the environment.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            flag = f"--{name.replace('_', '-')} / ZEROEMBED_{name.upper()}" if error["loc"] else name
+            lines.append(f"invalid {flag}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,59 @@
+"""Turning request texts into token ids with the artifact's Rust tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+@dataclass(slots=True)
+class Tokenized:
+    """Token ids of a list of texts, flat: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+
+    ids: np.ndarray  # int32, all texts' ids back to back
+    offsets: np.ndarray  # int64, len(texts) + 1
+    truncated: list[int]  # indices of texts cut at the model's maximum length
+    pieces: list[list[str]] | None  # word pieces per text, when asked for
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+class TextTokenizer:
+    """The artifact's tokenizer, truncating at the model's maximum length and never padding.
+
+    Padding happens per batch in the worker, so a text costs only its own tokens
+    on the wire and in the queue.
+    """
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+
+    def encode(self, texts: list[str], *, pieces: bool = False) -> Tokenized:
+        """Tokenize ``texts`` in one batch call (the library runs it on its own threads)."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
+        truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+        return Tokenized(ids, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without truncation, for error messages."""
+        self._tokenizer.no_truncation()
+        try:
+            return len(self._tokenizer.encode(text).ids)
+        finally:
+            self._tokenizer.enable_truncation(self.max_length)

@@ -1,0 +1,60 @@
+"""Settings: flags over ZEROEMBED_* variables over defaults, device defaults, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zeroembed.server.config import SettingsError, load_settings
+
+
+def test_defaults_bind_loopback_and_fill_cpu_values(monkeypatch):
+    settings = load_settings(device="cpu")
+    assert settings.bind == "127.0.0.1"
+    assert settings.endpoint == "tcp://127.0.0.1:5555"
+    assert settings.device == "cpu"
+    assert settings.workers >= 1 and settings.threads_per_worker >= 1
+    # The CPU default is small batches, not a GPU-sized one.
+    assert settings.max_batch_size <= 32
+
+
+def test_environment_then_flags(monkeypatch):
+    monkeypatch.setenv("ZEROEMBED_PORT", "6000")
+    monkeypatch.setenv("ZEROEMBED_MAX_BATCH_TOKENS", "4096")
+    settings = load_settings(device="cpu")
+    assert settings.port == 6000 and settings.max_batch_tokens == 4096
+    assert load_settings(device="cpu", port=7000, max_batch_tokens=None).port == 7000
+
+
+def test_auto_device_is_cpu_without_a_gpu(monkeypatch):
+    monkeypatch.setattr("zeroembed.server.config.cuda_available", lambda: False)
+    assert load_settings().device == "cpu"
+
+
+def test_cuda_defaults(monkeypatch):
+    settings = load_settings(device="cuda")
+    assert settings.max_batch_size >= 64 and settings.threads_per_worker == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "needle"),
+    [
+        ({"port": 0}, {}, "--port"),
+        ({"port": 70000}, {}, "--port"),
+        ({}, {"ZEROEMBED_WORKERS": "many"}, "ZEROEMBED_WORKERS"),
+        ({"device": "tpu"}, {}, "--device"),
+        ({"batch_wait_ms": -1}, {}, "--batch-wait-ms"),
+        ({"port": 9100, "metrics_port": 9100}, {}, "different ports"),
+        ({"no_such_option": 1}, {}, "no-such-option"),
+    ],
+)
+def test_invalid_values_stop_with_a_clear_message(monkeypatch, overrides, env, needle):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=needle.replace("-", r"\-")):
+        load_settings(**overrides)
+
+
+def test_settings_are_frozen():
+    settings = load_settings(device="cpu")
+    with pytest.raises(Exception):
+        settings.port = 1
