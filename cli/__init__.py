@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 _COMMANDS: dict[str, str] = {
     "export": "zeroembed.export.cli",
     "serve": "zeroembed.server.cli",
+    "bench": "zeroembed.benchmarks.cli",
 }
 
 

@@ -22,6 +22,7 @@ class Item:
     length: int  # tokens
     enqueued_at: float
     payload: Any = field(default=None, repr=False)  # token ids
+    attempts: int = 0  # times sent to a worker (a batch lost with its worker is retried)
 
 
 @dataclass(slots=True)

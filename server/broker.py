@@ -59,7 +59,7 @@ class InFlight:
     batch: Batch
     outputs: list[str]
     worker: WorkerHandle
-    attempt: int
+    sent_at: float
 
 
 class Broker:
@@ -277,12 +277,14 @@ class Broker:
             batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)
             if batch is None:
                 break
-            self._send(worker, batch, attempt=1)
+            self._send(worker, batch)
         self._update_gauges()
 
-    def _send(self, worker: WorkerHandle, batch: Batch, attempt: int) -> None:
+    def _send(self, worker: WorkerHandle, batch: Batch) -> None:
         outputs = sorted({item.owner.source for item in batch.items})
-        flight = InFlight(next(self._batch_ids), batch, outputs, worker, attempt)
+        flight = InFlight(next(self._batch_ids), batch, outputs, worker, time.monotonic())
+        for item in batch.items:
+            item.attempts += 1
         ids = np.concatenate([item.payload for item in batch.items])
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
         worker.batch = flight
@@ -349,20 +351,30 @@ class Broker:
                 self._reply(request)
 
     def _check_workers(self) -> None:
+        """Replace dead workers, kill stuck ones, and time out requests nobody will finish."""
+        now = time.monotonic()
+        for flight in self.in_flight.values():
+            if now - flight.sent_at > self.settings.batch_timeout_s and flight.worker.process.is_alive():
+                log.error("worker %d stuck on batch %d for %.1fs; replacing it", flight.worker.index, flight.id,
+                          now - flight.sent_at)
+                flight.worker.process.kill()  # reaped, and its batch retried, on a later tick
         for worker in self.pool.reap():
             flight = worker.batch
             if self._accepting:
                 self.metrics.worker_restarts.inc()
                 self.pool.replace(worker)
-            if flight is None or not isinstance(flight, InFlight):
+            if not isinstance(flight, InFlight):
                 continue
             self.in_flight.pop(flight.id, None)
-            if flight.attempt < _MAX_ATTEMPTS:
-                log.warning("retrying batch %d of the dead worker %d", flight.id, worker.index)
-                self.batcher.requeue(flight.batch.items)
-            else:
-                for request in {item.owner for item in flight.batch.items}:
-                    self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died twice")
+            retry = [item for item in flight.batch.items if item.attempts < _MAX_ATTEMPTS and not item.owner.failed]
+            if retry:
+                log.warning("retrying %d texts of the dead worker %d's batch", len(retry), worker.index)
+                self.batcher.requeue(retry)
+            for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
+                self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
+        for request in [r for r in self.pending if now - r.received_at > self.settings.request_timeout_s]:
+            self._fail(request, ErrorCode.TIMEOUT,
+                       f"not finished within the server's {self.settings.request_timeout_s:g}s request timeout")
 
     def _poll_timeout_ms(self, now: float) -> int:
         timeout = _TICK_S

@@ -27,6 +27,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--max-texts-per-request", int, "texts per request at most (default 2048)"),
     ("--max-chars-per-text", int, "characters per text at most (default 100000)"),
     ("--max-message-bytes", int, "largest ZeroMQ message accepted (default 64 MiB)"),
+    ("--batch-timeout-s", float, "a worker running one batch longer is declared stuck and replaced (default 30)"),
+    ("--request-timeout-s", float, "a request unanswered this long is answered with a timeout error (default 120)"),
     ("--shutdown-grace-s", float, "seconds to drain in-flight work on SIGTERM (default 8)"),
 ]
 

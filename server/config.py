@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(2048, ge=1, description="texts in one request at most")
     max_chars_per_text: int = Field(100_000, ge=1, description="characters in one text at most")
     max_message_bytes: int = Field(64 * 2**20, ge=1024, description="largest ZeroMQ message accepted")
+    batch_timeout_s: float = Field(30.0, gt=0, description="a worker running one batch longer is declared stuck")
+    request_timeout_s: float = Field(120.0, gt=0, description="a request unanswered this long gets a timeout error")
     shutdown_grace_s: float = Field(8.0, ge=0, le=300, description="time to drain in-flight work on SIGTERM")
     worker_start_timeout_s: float = Field(120.0, gt=0, description="time a worker may take to load the model")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,167 @@
+"""Faults and floods, for real: workers killed and frozen, clients vanishing, oversized and random messages."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from zeroembed.client import ServerTimeout
+from zeroembed.client.protocol import EncodeOptions, encode_request
+
+from .servers import RunningServer, start_server
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def ready_pids(server: RunningServer) -> list[int]:
+    with server.client(timeout=5) as client:
+        return [w["pid"] for w in client.status()["workers"] if w["ready"]]
+
+
+def hammer(server: RunningServer, clients: int, rounds: int, failures: list, done: list) -> list[threading.Thread]:
+    texts = [f"fault tolerance text {i} " + "word " * (i % 30) for i in range(16)]
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        with server.client(timeout=60) as client:
+            for _ in range(rounds):
+                batch = rng.sample(texts, 8)
+                try:
+                    vectors = client.encode(batch)
+                    assert vectors.shape == (8, 384)
+                    done.append(1)
+                except Exception as exc:  # asserted by the caller
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(clients)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_killed_worker_loses_no_request_and_is_replaced(default_artifact, tmp_path):
+    server = start_server(default_artifact, tmp_path, "--workers", "2", "--threads-per-worker", "1")
+    try:
+        before = ready_pids(server)
+        failures: list = []
+        done: list = []
+        threads = hammer(server, clients=4, rounds=15, failures=failures, done=done)
+        wait_for(lambda: len(done) >= 4)
+        os.kill(before[0], signal.SIGKILL)
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures[:3]
+        assert len(done) == 60
+        pids = wait_for(lambda: (p := ready_pids(server)) and len(p) == 2 and before[0] not in p and p, timeout=20)
+        server.worker_pids = pids + before
+        with server.client() as client:
+            assert client.status()["worker_restarts"] >= 1
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_stuck_worker_is_replaced_and_its_batch_retried(default_artifact, tmp_path):
+    server = start_server(default_artifact, tmp_path, "--workers", "2", "--threads-per-worker", "1",
+                          "--batch-timeout-s", "1")
+    try:
+        before = ready_pids(server)
+        os.kill(before[0], signal.SIGSTOP)  # frozen, not dead: only a deadline can notice
+        with server.client(timeout=30) as client:
+            for i in range(6):
+                assert client.encode([f"still answered {i}", "and this"]).shape == (2, 384)
+        pids = wait_for(lambda: (p := ready_pids(server)) and len(p) == 2 and before[0] not in p and p, timeout=20)
+        server.worker_pids = pids + before
+    finally:
+        if _alive(before[0]):  # normally killed by the broker already
+            os.kill(before[0], signal.SIGCONT)
+        assert server.stop() == 0, server.log()
+
+
+def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
+    server = start_server(default_artifact, tmp_path, "--workers", "1", "--request-timeout-s", "1")
+    pids = ready_pids(server)
+    try:
+        os.kill(pids[0], signal.SIGSTOP)
+        with server.client(timeout=10) as client:
+            started = time.monotonic()
+            with pytest.raises(ServerTimeout) as info:
+                client.encode(["nobody will run this"])
+            assert info.value.code.value == "timeout"  # the server's answer, not the client giving up
+            assert time.monotonic() - started < 5
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+        assert server.stop() == 0, server.log()
+
+
+def test_vanished_client_leaves_nothing_behind(server):
+    context = zmq.Context()
+    for i in range(5):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(server.endpoint)
+        sock.send_multipart(encode_request(f"gone-{i}", [f"text {j}" for j in range(40)], EncodeOptions()))
+        sock.close()  # gone before the reply
+    context.term()
+    with server.client() as client:
+        wait_for(lambda: client.status()["in_flight_requests"] == 0)
+        assert client.encode(["the rest are served"]).shape == (1, 384)
+
+
+def test_random_message_storm_then_correct_vectors(server):
+    with server.client() as client:
+        expected = client.encode(["storm survivor"])
+    rng = random.Random(1234)
+    context = zmq.Context()
+    socks = [context.socket(zmq.DEALER) for _ in range(4)]
+    try:
+        for sock in socks:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(server.endpoint)
+        for _ in range(400):
+            frames = [rng.randbytes(rng.randint(0, 64)) for _ in range(rng.randint(1, 5))]
+            if rng.random() < 0.3:  # some with a plausible header, to get past the first checks
+                frames[0] = rng.choice([b'{"v":1,"id":"x","op":"encode"}', b'{"v":1,"id":"y","op":"status"}',
+                                        b'{"v":1,"id":"z"}', b'{"v":"1","id":1}'])
+            rng.choice(socks).send_multipart(frames)
+    finally:
+        for sock in socks:
+            sock.close()
+        context.term()
+    with server.client() as client:
+        np.testing.assert_allclose(client.encode(["storm survivor"]), expected, atol=1e-6)
+        assert client.status()["in_flight_requests"] == 0
+
+
+def test_oversized_message_is_dropped_and_the_server_serves_on(default_artifact, tmp_path):
+    server = start_server(default_artifact, tmp_path, "--max-message-bytes", "4096")
+    try:
+        with pytest.raises(ServerTimeout):
+            with server.client(timeout=1.5) as client:
+                client.encode(["x" * 10_000])
+        with server.client() as client:
+            assert client.encode(["small is fine"]).shape == (1, 384)
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
