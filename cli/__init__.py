@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "export": "zeroembed.export.cli",
     "serve": "zeroembed.server.cli",
     "bench": "zeroembed.benchmarks.cli",
+    "keys": "zeroembed.server.curve",
 }
 
 

@@ -237,7 +237,9 @@ def decode_reply(frames: Sequence[bytes | memoryview]) -> Reply:
             raise ProtocolError(ErrorCode.MALFORMED, "error 'message' must be a string and 'index' an integer")
         return Reply(header, [])
     metas = header.get("arrays", [])
-    if not isinstance(metas, list) or len(metas) != len(frames) - 1:
+    if not isinstance(metas, list):
+        raise ProtocolError(ErrorCode.MALFORMED, "reply 'arrays' must be a list")
+    if len(metas) != len(frames) - 1:
         raise ProtocolError(ErrorCode.MALFORMED, f"reply names {len(metas)} arrays but carries {len(frames) - 1}")
     return Reply(header, [_array(meta, frame) for meta, frame in zip(metas, frames[1:])])
 
@@ -249,7 +251,7 @@ def _array(meta: Any, frame: bytes | memoryview) -> np.ndarray:
     if not isinstance(meta, Mapping):
         raise ProtocolError(ErrorCode.MALFORMED, "array metadata must be an object")
     dtype, shape = meta.get("dtype"), meta.get("shape")
-    if dtype not in ALLOWED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise ProtocolError(ErrorCode.MALFORMED, f"array dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
     if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
         raise ProtocolError(ErrorCode.MALFORMED, f"array shape {shape!r} is not a list of sizes")

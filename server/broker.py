@@ -35,6 +35,7 @@ from zeroembed.client.protocol import (
 from .artifact import Artifact
 from .batcher import Batch, Batcher, Item
 from .config import Settings
+from .curve import CurveServer
 from .metrics import Metrics
 from .pending import PendingRequest, RequestRejected, check_limits, parse_options
 from .pool import WorkerHandle, WorkerPool
@@ -93,6 +94,10 @@ class Broker:
         self.front = self._context.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.LINGER, 0)
         self.front.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+        self._curve = None
+        if settings.curve_secret is not None:
+            self._curve = CurveServer(settings.curve_secret, settings.curve_clients)
+            self._curve.secure(self._context, self.front)
         self.pool = WorkerPool(size=settings.workers, endpoint=backend_endpoint, model_path=artifact.model_path,
                                inputs=tuple(manifest.inputs), device=settings.device,
                                threads=settings.threads_per_worker, log_level=settings.log_level)
@@ -174,6 +179,8 @@ class Broker:
         self.metrics.close()
         self.front.close()
         self.backend.close()
+        if self._curve is not None:
+            self._curve.stop()
         self._context.term()
         self._sockdir.cleanup()
 
@@ -410,6 +417,7 @@ class Broker:
             "in_flight_requests": len(self.pending),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "accepting": self._accepting,
+            "curve": self._curve is not None,
             "batching": {"max_batch_tokens": self.settings.max_batch_tokens,
                          "max_batch_size": self.settings.max_batch_size,
                          "batch_wait_ms": self.settings.batch_wait_ms, "max_queue": self.settings.max_queue},

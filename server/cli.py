@@ -29,6 +29,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--max-message-bytes", int, "largest ZeroMQ message accepted (default 64 MiB)"),
     ("--batch-timeout-s", float, "a worker running one batch longer is declared stuck and replaced (default 30)"),
     ("--request-timeout-s", float, "a request unanswered this long is answered with a timeout error (default 120)"),
+    ("--curve-secret", Path, "server.key_secret from `zeroembed keys`: encrypt and authenticate with CurveZMQ"),
+    ("--curve-clients", Path, "directory of the public .key files of clients allowed in (with --curve-secret)"),
     ("--shutdown-grace-s", float, "seconds to drain in-flight work on SIGTERM (default 8)"),
 ]
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         from .artifact import ArtifactError, open_artifact
         from .broker import Broker, StartupError
         from .config import SettingsError, load_settings
+        from .curve import CurveError
         from .default_model import default_artifact
         from .metrics import Metrics
     except ImportError as exc:
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         artifact = open_artifact(model_dir)
         broker = Broker(settings, artifact, Metrics())
         broker.start()
-    except (ArtifactError, StartupError) as exc:
+    except (ArtifactError, StartupError, CurveError) as exc:
         print(f"zeroembed serve: error: {exc}", file=sys.stderr)
         return 2
 

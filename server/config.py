@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0, description="a request unanswered this long gets a timeout error")
     shutdown_grace_s: float = Field(8.0, ge=0, le=300, description="time to drain in-flight work on SIGTERM")
     worker_start_timeout_s: float = Field(120.0, gt=0, description="time a worker may take to load the model")
+    curve_secret: Path | None = Field(None, description="server.key_secret: turns on CurveZMQ encryption")
+    curve_clients: Path | None = Field(None, description="directory of admitted clients' public .key files")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
             fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])
         for name, value in fill.items():
             object.__setattr__(self, name, value)
+        if (self.curve_secret is None) != (self.curve_clients is None):
+            raise ValueError("CurveZMQ needs both --curve-secret and --curve-clients")
         if self.metrics_port and self.metrics_port == self.port:
             raise ValueError(f"metrics_port and port are both {self.port}; give them different ports")
         return self

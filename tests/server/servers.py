@@ -29,6 +29,7 @@ class RunningServer:
     metrics_port: int
     log_path: Path
     worker_pids: list[int] = field(default_factory=list)
+    client_keys: dict = field(default_factory=dict)  # server_key/client_key for a CurveZMQ server
 
     @property
     def endpoint(self) -> str:
@@ -39,7 +40,7 @@ class RunningServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def client(self, timeout: float = 30.0) -> Client:
-        return Client(self.endpoint, timeout=timeout)
+        return Client(self.endpoint, timeout=timeout, **self.client_keys)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

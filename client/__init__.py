@@ -1,0 +1,30 @@
+"""zeroembed's thin client: sentence and token embeddings from a zeroembed server.
+
+Needs only pyzmq and numpy::
+
+    from zeroembed.client import Client
+
+    with Client("tcp://127.0.0.1:5555") as client:
+        vectors = client.encode(["hello world", "zeroembed"])  # float32, shape (2, dim)
+
+``AsyncClient`` is the asyncio twin. Errors are subclasses of ``ZeroEmbedError``.
+"""
+
+from .aio import AsyncClient
+from .client import Client
+from .errors import InvalidRequest, ServerBusy, ServerError, ServerTimeout, ZeroEmbedError
+from .protocol import PROTOCOL_VERSION, EncodeOptions, ErrorCode, Output
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AsyncClient",
+    "Client",
+    "EncodeOptions",
+    "ErrorCode",
+    "InvalidRequest",
+    "Output",
+    "ServerBusy",
+    "ServerError",
+    "ServerTimeout",
+    "ZeroEmbedError",
+]

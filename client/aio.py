@@ -1,0 +1,180 @@
+"""The asyncio client: ``await AsyncClient(...).encode(texts)``, many calls in flight on one socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .codec import (
+    DEFAULT_MAX_TEXTS_PER_REQUEST,
+    Chunk,
+    EncodeResult,
+    assemble,
+    build_chunks,
+    check_chunk_size,
+    check_endpoints,
+    check_options,
+    check_texts,
+    check_timeout,
+    format_endpoints,
+    log_stray,
+    new_request_id,
+    read_reply,
+    read_status,
+    reply_id,
+    shift_index,
+    timeout_error,
+)
+from .curve import load_client_keys
+from .errors import ServerError, ZeroEmbedError
+from .protocol import Reply, status_request
+
+
+class AsyncClient:
+    """An asyncio client of a zeroembed server; the coroutine twin of :class:`Client`.
+
+    Any number of coroutines may call one ``AsyncClient`` at once. They share one
+    DEALER socket: each call registers a future per request id, and a single
+    receiver task reads every reply and resolves the future it belongs to, so no
+    coroutine ever reads another's reply. A reply nobody waits for (its call
+    timed out or was cancelled) is dropped. ``timeout`` bounds each whole call
+    like ``asyncio.wait_for`` and raises :class:`ServerTimeout`; ``None`` waits
+    forever (not the default). Use one instance from one event loop.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | Sequence[str] = "tcp://127.0.0.1:5555",
+        timeout: float | None = 30.0,
+        *,
+        max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST,
+        server_key: str | os.PathLike | None = None,
+        client_key: str | os.PathLike | None = None,
+    ) -> None:
+        self.endpoints = check_endpoints(endpoint)
+        self.timeout = check_timeout(timeout)
+        self.max_texts_per_request = check_chunk_size(max_texts_per_request)
+        self._curve = load_client_keys(server_key, client_key)
+        self._context = zmq.asyncio.Context()
+        self._socket: zmq.asyncio.Socket | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[list[Any]]] = {}
+        self._closed = False
+
+    async def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        output: str = "sentence",
+        normalize: bool | None = None,
+        truncate: bool = True,
+        show_tokens: bool = False,
+    ) -> EncodeResult:
+        """Embed ``texts``; arguments and result as in :meth:`Client.encode`."""
+        texts = check_texts(texts)
+        options = check_options(output, normalize, truncate, show_tokens)
+        chunks = build_chunks(texts, options, self.max_texts_per_request)
+        return assemble(chunks, await self._call(chunks), options)
+
+    async def status(self) -> dict[str, Any]:
+        """Facts about the server, as its ``status`` reply gives them."""
+        request_id = new_request_id()
+        (reply,) = await self._call([Chunk(0, 0, request_id, status_request(request_id))])
+        return read_status(reply)
+
+    async def close(self) -> None:
+        """Stop the receiver, fail calls still waiting, close the socket and context. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiver
+        self._fail_waiting(RuntimeError("this AsyncClient was closed"))
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._context.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"timeout={self.timeout}"
+        return f"AsyncClient({format_endpoints(self.endpoints)!r}, {state})"
+
+    # ------------------------------------------------------------------ internals
+
+    async def _call(self, chunks: list[Chunk]) -> list[Reply]:
+        sock = self._ensure_started()
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in chunks]
+        self._waiting.update((chunk.request_id, future) for chunk, future in zip(chunks, futures))
+        try:
+            return await asyncio.wait_for(self._exchange(sock, chunks, futures), self.timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, ZeroEmbedError):  # the server's own `timeout` error, not ours
+                raise
+            raise timeout_error(self.endpoints, self.timeout) from None
+        finally:
+            # Whatever happened (error, timeout, cancellation), late replies must find no taker.
+            for chunk, future in zip(chunks, futures):
+                self._waiting.pop(chunk.request_id, None)
+                if future.done() and not future.cancelled():
+                    future.exception()  # mark as seen: no "exception never retrieved" noise
+
+    @staticmethod
+    async def _exchange(sock: zmq.asyncio.Socket, chunks: list[Chunk], futures: list[asyncio.Future]) -> list[Reply]:
+        for chunk in chunks:  # pipelined; with IMMEDIATE=1 this waits for a connected server
+            await sock.send_multipart(chunk.frames)
+        replies = []
+        for chunk, future in zip(chunks, futures):
+            try:
+                replies.append(read_reply(await future))
+            except ZeroEmbedError as exc:
+                raise shift_index(exc, chunk.offset) from None
+        return replies
+
+    def _ensure_started(self) -> zmq.asyncio.Socket:
+        if self._closed:
+            raise RuntimeError("this AsyncClient is closed")
+        if self._socket is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            if self._curve is not None:
+                self._curve.apply(sock)
+            for endpoint in self.endpoints:
+                sock.connect(endpoint)
+            self._socket = sock
+        if self._receiver is None or self._receiver.done():  # started lazily: needs the running loop
+            self._receiver = asyncio.get_running_loop().create_task(self._receive(self._socket))
+        return self._socket
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        """The only reader of the socket: hands each reply to the future waiting for its id."""
+        try:
+            while True:
+                frames = await sock.recv_multipart(copy=False)
+                future = self._waiting.pop(reply_id(frames) or "", None)
+                if future is None or future.done():
+                    log_stray(frames)
+                else:
+                    future.set_result(frames)
+        except zmq.ZMQError as exc:  # socket or context gone under us: fail fast, not at timeout
+            self._fail_waiting(ServerError(f"the client's socket failed: {exc}"))
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._waiting.clear()

@@ -1,0 +1,191 @@
+"""The blocking client: ``Client(...).encode(texts)`` returns vectors from a zeroembed server."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from .codec import (
+    DEFAULT_MAX_TEXTS_PER_REQUEST,
+    Chunk,
+    EncodeResult,
+    assemble,
+    build_chunks,
+    check_chunk_size,
+    check_endpoints,
+    check_options,
+    check_texts,
+    check_timeout,
+    format_endpoints,
+    log_stray,
+    new_request_id,
+    read_reply,
+    read_status,
+    reply_id,
+    shift_index,
+    timeout_error,
+)
+from .curve import load_client_keys
+from .errors import ZeroEmbedError
+from .protocol import Reply, status_request
+
+
+class Client:
+    """A blocking client of a zeroembed server.
+
+    ``endpoint`` is one ZeroMQ endpoint or a list of them; with several, each
+    request goes to the next connected server in turn. ``timeout`` bounds a
+    whole call in seconds (all chunks of a large input included) and raises
+    :class:`ServerTimeout` when it passes; ``timeout=None`` waits forever, which
+    is not the default because a server that is down would hang the caller.
+    ``server_key`` (the server's public ``server.key``) and ``client_key`` (this
+    client's ``client.key_secret``) turn on CurveZMQ encryption and authentication.
+
+    Thread-safety: one ``Client`` may be shared by any number of threads, and
+    their calls run concurrently. Each thread gets its own DEALER socket (ZeroMQ
+    sockets must not be shared across threads) on the client's own context, so
+    a thread only ever sees replies to its own requests. Sockets of threads that
+    have ended are closed when a new thread first calls; ``close()`` closes the
+    rest and must not race with calls still in flight.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | Sequence[str] = "tcp://127.0.0.1:5555",
+        timeout: float | None = 30.0,
+        *,
+        max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST,
+        server_key: str | os.PathLike | None = None,
+        client_key: str | os.PathLike | None = None,
+    ) -> None:
+        self.endpoints = check_endpoints(endpoint)
+        self.timeout = check_timeout(timeout)
+        self.max_texts_per_request = check_chunk_size(max_texts_per_request)
+        self._curve = load_client_keys(server_key, client_key)
+        self._context = zmq.Context()  # our own: the global instance belongs to the application
+        self._local = threading.local()
+        self._sockets: dict[threading.Thread, zmq.Socket] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        output: str = "sentence",
+        normalize: bool | None = None,
+        truncate: bool = True,
+        show_tokens: bool = False,
+    ) -> EncodeResult:
+        """Embed ``texts``.
+
+        Returns a float32 array of shape (len(texts), dim) for ``output="sentence"``,
+        or for ``output="tokens"`` a list with one (tokens, dim) array per text.
+        With ``show_tokens=True`` returns ``(vectors, tokens)``, ``tokens`` holding
+        each text's word pieces. ``normalize=None`` keeps the model's choice;
+        ``truncate=False`` makes an over-long text fail with ``text_too_long``.
+        Wrong input raises :class:`InvalidRequest` before anything is sent.
+        """
+        texts = check_texts(texts)
+        options = check_options(output, normalize, truncate, show_tokens)
+        chunks = build_chunks(texts, options, self.max_texts_per_request)
+        return assemble(chunks, self._call(chunks), options)
+
+    def status(self) -> dict[str, Any]:
+        """Facts about the server (model, dim, limits, queue), as its ``status`` reply gives them."""
+        request_id = new_request_id()
+        (reply,) = self._call([Chunk(0, 0, request_id, status_request(request_id))])
+        return read_status(reply)
+
+    def close(self) -> None:
+        """Close every socket (pending messages dropped) and the context. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sockets, self._sockets = list(self._sockets.values()), {}
+        for sock in sockets:
+            sock.close(linger=0)
+        self._context.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"timeout={self.timeout}"
+        return f"Client({format_endpoints(self.endpoints)!r}, {state})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _call(self, chunks: list[Chunk]) -> list[Reply]:
+        """Send every chunk, then collect their replies by id; raise the first error that comes back."""
+        sock = self._socket()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        for chunk in chunks:  # pipelined: the server may work on all chunks at once
+            self._send(sock, chunk.frames, deadline)
+        waiting = {chunk.request_id: i for i, chunk in enumerate(chunks)}
+        replies: list[Reply | None] = [None] * len(chunks)
+        while waiting:
+            if not sock.poll(self._remaining_ms(deadline), zmq.POLLIN):
+                raise timeout_error(self.endpoints, self.timeout)
+            frames = sock.recv_multipart(copy=False)  # zero-copy: arrays are views of the frames
+            i = waiting.pop(reply_id(frames), None)
+            if i is None:  # a late reply to an earlier call that timed out on this thread
+                log_stray(frames)
+                continue
+            try:
+                replies[i] = read_reply(frames)
+            except ZeroEmbedError as exc:
+                raise shift_index(exc, chunks[i].offset) from None
+        return replies  # type: ignore[return-value]
+
+    def _send(self, sock: zmq.Socket, frames: list[bytes], deadline: float | None) -> None:
+        # IMMEDIATE=1 makes a send with no connected server fail (EAGAIN) instead of queueing,
+        # so waiting for POLLOUT is waiting for a server, bounded by the call's deadline.
+        while True:
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if not sock.poll(self._remaining_ms(deadline), zmq.POLLOUT):
+                    raise timeout_error(self.endpoints, self.timeout) from None
+
+    @staticmethod
+    def _remaining_ms(deadline: float | None) -> int | None:
+        if deadline is None:
+            return None
+        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+
+    def _socket(self) -> zmq.Socket:
+        sock = getattr(self._local, "socket", None)
+        if sock is not None and not self._closed:
+            return sock
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Client is closed")
+            self._reap_dead_threads()
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            if self._curve is not None:
+                self._curve.apply(sock)
+            for endpoint in self.endpoints:
+                sock.connect(endpoint)
+            self._sockets[threading.current_thread()] = sock
+        self._local.socket = sock
+        return sock
+
+    def _reap_dead_threads(self) -> None:
+        # A dead thread can no longer touch its socket, so closing it here is safe and
+        # keeps thread-per-task applications from piling up sockets.
+        for thread in [t for t in self._sockets if not t.is_alive()]:
+            self._sockets.pop(thread).close(linger=0)
