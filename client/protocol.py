@@ -88,6 +88,7 @@ class EncodeOptions:
     normalize: bool | None = None  # None keeps the model's own choice
     truncate: bool = True
     show_tokens: bool = False
+    is_tokenized: bool = False  # texts are lists of words, taken as given
 
 
 @dataclass(slots=True)
@@ -95,7 +96,7 @@ class Request:
     """A request as it came off the wire: a checked header and, for ``encode``, the texts."""
 
     header: dict[str, Any]
-    texts: list[str] = field(default_factory=list)
+    texts: list[str] | list[list[str]] = field(default_factory=list)  # word lists when is_tokenized
 
     @property
     def id(self) -> str:
@@ -130,7 +131,8 @@ class Reply:
 # --------------------------------------------------------------------- requests
 
 
-def encode_request(request_id: str, texts: Sequence[str], options: EncodeOptions) -> list[bytes]:
+def encode_request(request_id: str, texts: Sequence[str] | Sequence[Sequence[str]],
+                   options: EncodeOptions) -> list[bytes]:
     """Frames of an ``encode`` request."""
     header = {
         "v": PROTOCOL_VERSION,
@@ -141,6 +143,8 @@ def encode_request(request_id: str, texts: Sequence[str], options: EncodeOptions
         "truncate": options.truncate,
         "show_tokens": options.show_tokens,
     }
+    if options.is_tokenized:  # additive: servers that predate it never see it set
+        header["is_tokenized"] = True
     return [_dump(header), _dump(list(texts))]
 
 
@@ -187,8 +191,14 @@ def _decode_request(header: dict[str, Any], frames: Sequence[bytes | memoryview]
     texts = _load(frames[1], "texts")
     if not isinstance(texts, list):
         raise ProtocolError(ErrorCode.MALFORMED, "texts frame must be a JSON array of strings")
+    # With "is_tokenized": true each text is a list of words, taken as given (not re-split).
+    pretokenized = header.get("is_tokenized") is True
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
+        if pretokenized:
+            if not isinstance(text, list) or not all(isinstance(word, str) for word in text):
+                raise ProtocolError(ErrorCode.INVALID_REQUEST, f"texts[{index}] must be a list of strings "
+                                                               "when is_tokenized is true")
+        elif not isinstance(text, str):
             raise ProtocolError(
                 ErrorCode.INVALID_REQUEST, f"texts[{index}] is {type(text).__name__}, expected a string"
             )

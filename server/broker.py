@@ -94,6 +94,12 @@ class Broker:
         self.front = self._context.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.LINGER, 0)
         self.front.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+        # Adapters inside this process (other wire protocols, HTTP) reach the broker here: a local
+        # socket outside CurveZMQ, speaking the same protocol into the same batcher.
+        self.internal = self._context.socket(zmq.ROUTER)
+        self.internal.setsockopt(zmq.LINGER, 0)
+        self.internal_endpoint = f"ipc://{Path(self._sockdir.name) / 'internal'}"
+        self.internal.bind(self.internal_endpoint)
         self._curve = None
         if settings.curve_secret is not None:
             self._curve = CurveServer(settings.curve_secret, settings.curve_clients)
@@ -119,7 +125,7 @@ class Broker:
             if time.monotonic() > deadline:
                 raise StartupError(f"workers did not load the model within {self.settings.worker_start_timeout_s}s")
             if self.backend.poll(100):
-                self._on_worker_message(self.backend.recv_multipart())
+                self._on_worker_message(self.backend, self.backend.recv_multipart())
             dead = self.pool.reap()
             if dead:
                 raise StartupError(f"worker {dead[0].index} exited while loading the model "
@@ -144,6 +150,7 @@ class Broker:
         """Serve until :meth:`request_stop`, then drain in-flight work and stop the workers."""
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
+        poller.register(self.internal, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
         drain_deadline = None
         last_check = time.monotonic()
@@ -158,8 +165,9 @@ class Broker:
             events = dict(poller.poll(self._poll_timeout_ms(now)))
             if self.backend in events:
                 self._drain(self.backend, self._on_worker_message)
-            if self.front in events:
-                self._drain(self.front, self._on_client_message)
+            for sock in (self.front, self.internal):
+                if sock in events:
+                    self._drain(sock, self._on_client_message)
             if time.monotonic() - last_check >= _TICK_S:
                 last_check = time.monotonic()
                 self._check_workers()
@@ -178,6 +186,7 @@ class Broker:
         self.pool.stop()
         self.metrics.close()
         self.front.close()
+        self.internal.close()
         self.backend.close()
         if self._curve is not None:
             self._curve.stop()
@@ -187,15 +196,15 @@ class Broker:
     # ------------------------------------------------------------------ clients
 
     def _drain(self, socket: zmq.Socket, handler, limit: int = 1000) -> None:
-        # Bounded, so a flood on one socket cannot starve the other.
+        # Bounded, so a flood on one socket cannot starve the others.
         for _ in range(limit):
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            handler(frames)
+            handler(socket, frames)
 
-    def _on_client_message(self, frames: list[bytes]) -> None:
+    def _on_client_message(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         envelope, body = frames[:1], frames[1:]
         if body and body[0] == b"":  # a REQ client's delimiter: keep it in the envelope
             envelope, body = frames[:2], frames[2:]
@@ -203,18 +212,18 @@ class Broker:
         try:
             request = decode_request(body)
         except ProtocolError as exc:
-            self._error(envelope, exc.request_id, exc.code, exc.message)
+            self._error(sock, envelope, exc.request_id, exc.code, exc.message)
             return
         self.metrics.requests.labels(request.op.value).inc()
         if request.op == Op.STATUS:
-            self.front.send_multipart([*envelope, *encode_reply(request.id, status=self.status())])
+            sock.send_multipart([*envelope, *encode_reply(request.id, status=self.status())])
             return
         try:
-            self._accept(envelope, request, received)
+            self._accept(sock, envelope, request, received)
         except RequestRejected as exc:
-            self._error(envelope, request.id, exc.code, exc.message, exc.index)
+            self._error(sock, envelope, request.id, exc.code, exc.message, exc.index)
 
-    def _accept(self, envelope: list[bytes], request: Request, received: float) -> None:
+    def _accept(self, sock: zmq.Socket, envelope: list[bytes], request: Request, received: float) -> None:
         if not self._accepting:
             raise RequestRejected(ErrorCode.SHUTTING_DOWN, "the server is shutting down; send it elsewhere")
         options = parse_options(request)
@@ -225,13 +234,13 @@ class Broker:
         if queued + len(texts) > self.settings.max_queue:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
                                                   f"{self.settings.max_queue}); retry later")
-        pending = PendingRequest.create(envelope, request, options, self.artifact.manifest)
+        pending = PendingRequest.create(sock, envelope, request, options, self.artifact.manifest)
         pending.received_at = received
         if not texts:
             self._reply(pending)
             return
         started = time.perf_counter()
-        tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens)
+        tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
         self.metrics.tokenize_time.observe(time.perf_counter() - started)
         if not options.truncate and tokenized.truncated:
             index = tokenized.truncated[0]
@@ -257,14 +266,14 @@ class Broker:
 
     def _reply(self, request: PendingRequest) -> None:
         self.pending.discard(request)
-        self.front.send_multipart(request.reply(), copy=False)
+        request.socket.send_multipart(request.reply(), copy=False)
         self.metrics.request_latency.observe(time.monotonic() - request.received_at)
 
-    def _error(self, envelope: list[bytes], request_id: str | None, code: ErrorCode, message: str,
-               index: int | None = None) -> None:
+    def _error(self, sock: zmq.Socket, envelope: list[bytes], request_id: str | None, code: ErrorCode,
+               message: str, index: int | None = None) -> None:
         self.metrics.errors.labels(code.value).inc()
         log.debug("request %s: %s: %s", request_id, code.value, message)
-        self.front.send_multipart([*envelope, *encode_error(request_id, code, message, index)])
+        sock.send_multipart([*envelope, *encode_error(request_id, code, message, index)])
 
     def _fail(self, request: PendingRequest, code: ErrorCode, message: str) -> None:
         """Answer a request with an error and forget the rest of its texts."""
@@ -273,7 +282,7 @@ class Broker:
         request.failed = True
         self.pending.discard(request)
         self.batcher.remove_owner(request)
-        self._error(request.envelope, request.id, code, message)
+        self._error(request.socket, request.envelope, request.id, code, message)
         self._update_gauges()
 
     # ------------------------------------------------------------------ workers
@@ -304,7 +313,7 @@ class Broker:
         self.metrics.batch_tokens.observe(batch.padded_tokens)
         self.metrics.padding_tokens.inc(batch.padded_tokens - batch.tokens)
 
-    def _on_worker_message(self, frames: list[bytes]) -> None:
+    def _on_worker_message(self, _sock: zmq.Socket, frames: list[bytes]) -> None:
         identity, kind, body = frames[0], frames[1], frames[2:]
         if kind == READY:
             info = json.loads(body[0])

@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
              m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,
              f"http://{settings.bind}:{settings.metrics_port}/metrics" if settings.metrics_port else "off")
-    broker.run()
+    try:
+        broker.run()
+    except Exception:  # a bug in the loop: say so, and still leave no worker behind
+        log.exception("the broker failed; stopping")
+        broker.close()
+        return 1
     log.info("stopped")
     return 0

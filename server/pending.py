@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
@@ -37,6 +37,7 @@ class EncodeOptionsModel(BaseModel):
     normalize: StrictBool | None = None
     truncate: StrictBool = True
     show_tokens: StrictBool = False
+    is_tokenized: StrictBool = False  # texts are word lists, not re-split by the tokenizer
 
 
 def parse_options(request: Request) -> EncodeOptionsModel:
@@ -49,16 +50,17 @@ def parse_options(request: Request) -> EncodeOptionsModel:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option {field_name!r}: {first['msg']}") from None
 
 
-def check_limits(texts: list[str], *, max_texts: int, max_chars: int) -> None:
+def check_limits(texts: list[str] | list[list[str]], *, max_texts: int, max_chars: int) -> None:
     """Refuse a request over the per-request limits, naming the limit and the text."""
     if len(texts) > max_texts:
         raise RequestRejected(
             ErrorCode.LIMIT_EXCEEDED, f"{len(texts)} texts in one request; the limit is {max_texts} (split it)"
         )
     for index, text in enumerate(texts):
-        if len(text) > max_chars:
+        chars = len(text) if isinstance(text, str) else sum(map(len, text))
+        if chars > max_chars:
             raise RequestRejected(
-                ErrorCode.LIMIT_EXCEEDED, f"texts[{index}] has {len(text)} characters; the limit is {max_chars}", index
+                ErrorCode.LIMIT_EXCEEDED, f"texts[{index}] has {chars} characters; the limit is {max_chars}", index
             )
 
 
@@ -66,6 +68,7 @@ def check_limits(texts: list[str], *, max_texts: int, max_chars: int) -> None:
 class PendingRequest:
     """One accepted encode request, collecting its texts' results."""
 
+    socket: Any  # the ROUTER socket the request came in on, and its reply goes out on
     envelope: list[bytes]  # ROUTER routing frames: how to reach the client
     id: str
     count: int
@@ -89,7 +92,7 @@ class PendingRequest:
             self._tokens = [None] * self.count
 
     @classmethod
-    def create(cls, envelope: list[bytes], request: Request, options: EncodeOptionsModel,
+    def create(cls, socket: Any, envelope: list[bytes], request: Request, options: EncodeOptionsModel,
                manifest: Manifest) -> PendingRequest:
         """Decide which model output serves the request, and whether to normalise after."""
         want_normalized = manifest.normalize if options.normalize is None else options.normalize
@@ -102,7 +105,7 @@ class PendingRequest:
             source, renormalize = POOLED, False
         else:
             source, renormalize = SENTENCE, want_normalized and not manifest.normalize
-        return cls(envelope=envelope, id=request.id, count=len(request.texts), output=options.output,
+        return cls(socket=socket, envelope=envelope, id=request.id, count=len(request.texts), output=options.output,
                    source=source, renormalize=renormalize, dim=manifest.hidden_size)
 
     @property

@@ -40,9 +40,14 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_length)
         self.max_length = max_length
 
-    def encode(self, texts: list[str], *, pieces: bool = False) -> Tokenized:
-        """Tokenize ``texts`` in one batch call (the library runs it on its own threads)."""
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+    def encode(self, texts: list[str] | list[list[str]], *, pieces: bool = False,
+               pretokenized: bool = False) -> Tokenized:
+        """Tokenize ``texts`` in one batch call (the library runs it on its own threads).
+
+        With ``pretokenized``, each text is a list of words taken as given: only
+        split into word pieces, never re-split on spaces or punctuation.
+        """
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=pretokenized)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -50,10 +55,10 @@ class TextTokenizer:
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         return Tokenized(ids, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
 
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str | list[str]) -> int:
         """Tokens of ``text`` without truncation, for error messages."""
         self._tokenizer.no_truncation()
         try:
-            return len(self._tokenizer.encode(text).ids)
+            return len(self._tokenizer.encode(text, is_pretokenized=not isinstance(text, str)).ids)
         finally:
             self._tokenizer.enable_truncation(self.max_length)

@@ -177,6 +177,24 @@ def test_a_req_socket_client_is_answered_too(server):
     assert reply.ok and reply.arrays[0].shape == (1, 384)
 
 
+def test_pretokenized_input_is_taken_as_given(server, reference):
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.connect(server.endpoint)
+    try:
+        options = EncodeOptions(is_tokenized=True, show_tokens=True)
+        sock.send_multipart(encode_request("tok-1", [["hello", "world"], ["New-York"]], options))
+        reply = decode_reply(sock.recv_multipart())
+    finally:
+        sock.close()
+        context.term()
+    assert reply.ok, reply.error
+    np.testing.assert_allclose(reply.arrays[0][0], reference.run("hello world", "sentence_embedding"), atol=2e-5)
+    assert reply.header["tokens"][1] == ["[CLS]", "new", "-", "york", "[SEP]"]
+
+
 def test_metrics_count_requests_batches_and_errors(server):
     with server.client() as client:
         client.encode(["metrics please", "two texts"])

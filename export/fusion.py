@@ -1,0 +1,83 @@
+"""Transformer fusion with ONNX Runtime's optimizer, and the fused-op gate.
+
+The fusion runs offline, in Python (``opt_level=0``): the saved graph holds
+the com.microsoft fused ops themselves, is not tied to any execution provider
+(no CPU- or CUDA-specific layouts baked in by an ORT session), and ORT has no
+fusing left to do when the server loads it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from .errors import ExportError, QualityGateError
+from .source import ModelSource
+
+if TYPE_CHECKING:
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")
+# The com.microsoft ops the bert optimizer can produce, reported in the manifest.
+FUSED_OPS = ATTENTION_OPS + (
+    "EmbedLayerNormalization",
+    "QEmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "BiasSplitGelu",
+)
+_MS_DOMAIN = "com.microsoft"
+
+
+def fuse(model: onnx.ModelProto, source: ModelSource) -> OnnxModel:
+    """Run ORT's bert optimizer on ``model``; fail unless every layer's attention fused."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    # Default mask handling on purpose: attention_mask is reduced to per-row lengths
+    # (1-D mask_index), the form ORT's fastest CUDA attention kernels take. It assumes
+    # right padding, which BERT's absolute position ids require anyway.
+    options.use_raw_attention_mask(False)
+    try:
+        optimized = optimize_model(
+            model,
+            model_type="bert",
+            num_heads=source.num_heads,
+            hidden_size=source.hidden_size,
+            optimization_options=options,
+            opt_level=0,  # python fusions only: provider-neutral
+            use_gpu=False,
+        )
+    except Exception as err:
+        raise ExportError(f"ONNX Runtime's transformer optimizer failed: {err}") from err
+    check_fusion(optimized.model, source.num_layers)
+    return optimized
+
+
+def fused_operator_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """com.microsoft op_type -> count in ``model``'s main graph."""
+    counts = Counter(node.op_type for node in model.graph.node if node.domain == _MS_DOMAIN)
+    return dict(sorted(counts.items()))
+
+
+def attention_count(model: onnx.ModelProto) -> int:
+    """Number of fused attention nodes (any of :data:`ATTENTION_OPS`)."""
+    counts = fused_operator_counts(model)
+    return sum(counts.get(op, 0) for op in ATTENTION_OPS)
+
+
+def check_fusion(model: onnx.ModelProto, num_layers: int) -> None:
+    """Raise unless there is exactly one fused attention node per encoder layer."""
+    found = attention_count(model)
+    if found != num_layers:
+        raise QualityGateError(
+            f"attention fusion failed: {found} fused attention nodes for {num_layers} encoder "
+            "layers (the graph would run unfused, slowly); this architecture or transformers "
+            "version produces an attention pattern ONNX Runtime's optimizer does not match"
+        )

@@ -1,0 +1,105 @@
+"""``manifest.json``: what the artifact is, how it was made, how well it matches.
+
+The server reads these field names; changing one is a ``format_version`` bump.
+See docs/artifact.md for the contract.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+Pooling = Literal["mean", "cls", "max"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class Architecture(BaseModel):
+    """Shape of the encoder, from its config.json."""
+
+    model_type: str
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+
+
+class Agreement(BaseModel):
+    """How closely one output matches the PyTorch reference over the validation texts."""
+
+    min_cosine: float
+    max_abs_diff: float
+
+
+class ParityReport(BaseModel):
+    """Result of running the artifact against PyTorch before it was written."""
+
+    passed: bool
+    method: str  # how it was validated, in words (fp16 on CPU says so here)
+    provider: str  # ONNX Runtime execution provider that ran the artifact
+    reference: str
+    num_texts: int
+    thresholds: dict[str, float]  # output name -> min cosine required
+    sentence_embedding: Agreement
+    pooled_embedding: Agreement
+    token_embeddings: Agreement  # over real (unmasked) tokens only
+
+
+class QuantizationReport(BaseModel):
+    """The int8 recipe that was picked and what the others measured."""
+
+    recipe: str
+    description: str
+    quantized_nodes: int
+    fp32_nodes: list[str]  # MatMuls deliberately left in fp32
+    attempts: list[dict[str, object]]  # recipe, sentence/token min cosine, passed
+
+
+class ToolVersions(BaseModel):
+    torch: str
+    transformers: str
+    onnx: str
+    onnxruntime: str
+    zeroembed: str
+
+
+class Manifest(BaseModel):
+    """Everything a runtime needs to serve ``model.onnx`` correctly."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    source: str
+    architecture: Architecture
+    hidden_size: int
+    max_seq_length: int
+    pooling: Pooling
+    normalize: bool
+    precision: Precision
+    inputs: list[str]
+    outputs: list[str]
+    opset: int
+    fused_operators: dict[str, int]
+    parity: ParityReport
+    quantization: QuantizationReport | None = None
+    tool_versions: ToolVersions
+    model_sha256: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def write(self, directory: Path) -> Path:
+        """Write ``manifest.json`` into ``directory``; returns its path."""
+        path = Path(directory) / MANIFEST_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        """Load and validate the manifest of the artifact in ``directory``."""
+        return cls.model_validate_json((Path(directory) / MANIFEST_FILE).read_text(encoding="utf-8"))

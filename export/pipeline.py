@@ -1,0 +1,286 @@
+"""``export_model``: load, export, fuse, convert, validate, write.
+
+Everything is built in a staging directory next to ``out`` and renamed into
+place only after every gate passed, so a failed or interrupted export leaves
+nothing behind and an existing artifact is only replaced (``force``) by a
+complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ExportError, QualityGateError
+from .manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Architecture,
+    Manifest,
+    ParityReport,
+    QuantizationReport,
+    ToolVersions,
+)
+from .source import ModelSource, resolve_source
+
+if TYPE_CHECKING:
+    import onnx
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+Log = Callable[[str], None]
+
+
+class _Steps:
+    """Logs one line per finished step, with its duration."""
+
+    def __init__(self, log: Log | None) -> None:
+        self._log = log or (lambda line: None)
+
+    def note(self, line: str) -> None:
+        self._log(line)
+
+    @contextmanager
+    def step(self, name: str, detail: str = "") -> Iterator[list[str]]:
+        # The body may append to ``extra`` what it learnt (counts, scores) for the line.
+        extra: list[str] = []
+        start = time.perf_counter()
+        yield extra
+        text = " ".join(part for part in (detail, *extra) if part)
+        self._log(f"{name:<9} {text} ({time.perf_counter() - start:.1f}s)")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tool_versions() -> ToolVersions:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "unknown"
+
+    import onnxruntime
+
+    return ToolVersions(
+        torch=ver("torch"),
+        transformers=ver("transformers"),
+        onnx=ver("onnx"),
+        onnxruntime=onnxruntime.__version__,
+        zeroembed=ver("zeroembed"),
+    )
+
+
+def _prepare_out(out: Path, source: ModelSource, force: bool) -> tuple[Path, list[Path]]:
+    """Check ``out`` and create the staging dir next to it; returns (staging, parents created)."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise ExportError(f"output {out} already exists (pass --force to replace it)")
+        if not out.is_dir():
+            raise ExportError(f"output {out} exists and is not a directory; refusing to replace it")
+        if out.resolve() == source.path or out.resolve() in source.path.parents:
+            raise ExportError(f"output {out} holds the source model; refusing to replace it")
+    created: list[Path] = []
+    parent = out.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write output {out}: {parent} is not a directory")
+    try:
+        for directory in reversed(created):
+            directory.mkdir()
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        _remove_created(created)
+        raise ExportError(f"cannot write output {out}: {err.strerror or err}") from err
+    return staging, created
+
+
+def _remove_created(created: list[Path]) -> None:
+    for directory in created:  # innermost first
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``, swapping out an existing directory."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    model: str | Path | None,
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    pooling: str | None = None,
+    max_seq_length: int | None = None,
+    force: bool = False,
+    log: Log | None = None,
+) -> Manifest:
+    """Export ``model`` (a local HF dir; ``None`` = all-MiniLM-L6-v2) as an artifact in ``out``.
+
+    Raises :class:`ExportError` for every user-facing failure; nothing is
+    written then. ``log`` receives one line per step.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"invalid precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)
+    out = Path(out).expanduser().absolute()
+    staging, created = _prepare_out(out, source, force)
+    try:
+        manifest = _build(source, staging, out, precision, _Steps(log))
+        staging.chmod(0o755)  # mkdtemp made it 0700; an artifact is meant to be shared
+        try:
+            _publish(staging, out)
+        except OSError as err:  # e.g. another process created ``out`` meanwhile
+            raise ExportError(f"cannot move the artifact into {out}: {err.strerror or err}") from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
+        raise
+    return manifest
+
+
+def _describe(source: ModelSource) -> str:
+    normalized = ", normalized" if source.normalize else ""
+    return (
+        f"{source.name} ({source.model_type}, {source.num_layers} layers, hidden {source.hidden_size}, "
+        f"{source.pooling} pooling{normalized}, max_seq_length {source.max_seq_length})"
+    )
+
+
+def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps: _Steps) -> Manifest:
+    """Produce model.onnx, tokenizer.json and manifest.json in ``staging``."""
+    # Nothing is ever downloaded; set before anything below imports transformers.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import onnx
+
+    from . import fusion, graph, parity
+    from . import precision as prec
+    from .smoothing import calibration_feeds
+    from .tokenizer import build_tokenizer
+
+    work = staging / ".work"  # intermediates; removed before publishing
+    work.mkdir()
+    with steps.step("load", _describe(source)):
+        tokenizer = build_tokenizer(source)
+        module = graph.wrap(graph.load_encoder(source), source)
+    with steps.step("export", f"torch.onnx.export (TorchScript, opset {graph.OPSET})"):
+        raw_path = work / "raw.onnx"
+        graph.export_onnx(module, raw_path)
+    with steps.step("fuse", "onnxruntime transformer optimizer:") as extra:
+        optimized = fusion.fuse(onnx.load(str(raw_path)), source)
+        graph.declare_output_shapes(optimized.model, source.hidden_size)
+        counts = fusion.fused_operator_counts(optimized.model)
+        extra.append(", ".join(f"{op}={n}" for op, n in counts.items()))
+        fp32_path = work / "model.fp32.onnx"
+        optimized.save_model_to_file(str(fp32_path))
+    with steps.step("reference", f"PyTorch on {len(parity.VALIDATION_TEXTS)} validation texts"):
+        reference = parity.build_reference(module, tokenizer)
+
+    final_path, report, quant = fp32_path, None, None
+    if precision == "fp16":
+        with steps.step("convert", "fp16 weights and compute, float32 inputs/outputs"):
+            prec.to_fp16(optimized)
+            final_path = work / "model.fp16.onnx"
+            optimized.save_model_to_file(str(final_path))
+    elif precision == "int8":
+        with steps.step("quantize", "dynamic int8, recipe picked by parity:") as extra:
+            final_path, recipe, report, summary = prec.pick_int8(
+                fp32_path,
+                work,
+                calibration_feeds(tokenizer),
+                lambda path: parity.compare(str(path), tokenizer, reference, "int8"),
+                parity.THRESHOLDS["int8"],
+                steps.note,
+            )
+            quant = QuantizationReport.model_validate(summary)
+            extra.append(recipe.name)
+
+    with steps.step("validate", f"{precision} vs PyTorch:") as extra:
+        if report is None:  # int8 was already measured while picking its recipe
+            provider, method = parity.validation_provider(precision)
+            report = parity.compare(
+                str(final_path), tokenizer, reference, precision, provider=provider, method=method
+            )
+        extra.append(
+            f"sentence min cosine {report.sentence_embedding.min_cosine:.6f}, "
+            f"token min cosine {report.token_embeddings.min_cosine:.6f} on {report.provider}"
+        )
+        # The fused-op gate applies to what ships, after conversion/quantisation.
+        final = onnx.load(str(final_path))
+        fusion.check_fusion(final, source.num_layers)
+        if not report.passed:
+            raise QualityGateError(parity.describe_failure(report, precision))
+
+    with steps.step("write", f"{out}: model.onnx, tokenizer.json, manifest.json"):
+        model_path = staging / MODEL_FILE
+        os.replace(final_path, model_path)
+        tokenizer.save(str(staging / TOKENIZER_FILE))
+        shutil.rmtree(work)
+        manifest = _manifest(source, final, precision, report, quant, _sha256(model_path))
+        manifest.write(staging)
+    return manifest
+
+
+def _manifest(
+    source: ModelSource,
+    final: onnx.ModelProto,
+    precision: str,
+    report: ParityReport,
+    quant: QuantizationReport | None,
+    sha256: str,
+) -> Manifest:
+    from .fusion import fused_operator_counts
+
+    initializers = {init.name for init in final.graph.initializer}
+    return Manifest(
+        source=source.name,
+        architecture=Architecture(
+            model_type=source.model_type,
+            num_layers=source.num_layers,
+            num_heads=source.num_heads,
+            hidden_size=source.hidden_size,
+            vocab_size=source.vocab_size,
+        ),
+        hidden_size=source.hidden_size,
+        max_seq_length=source.max_seq_length,
+        pooling=source.pooling,  # type: ignore[arg-type]
+        normalize=source.normalize,
+        precision=precision,  # type: ignore[arg-type]
+        inputs=[i.name for i in final.graph.input if i.name not in initializers],
+        outputs=[o.name for o in final.graph.output],
+        opset=next(o.version for o in final.opset_import if o.domain in ("", "ai.onnx")),
+        fused_operators=fused_operator_counts(final),
+        parity=report,
+        quantization=quant,
+        tool_versions=_tool_versions(),
+        model_sha256=sha256,
+    )
