@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Other front ends (each speaks another protocol) run beside the broker in this process and
+    # send into the same batcher through ``broker.internal_endpoint``; each has start() and stop().
+    adapters: list = []
+    for adapter in adapters:
+        adapter.start()
     m = artifact.manifest
     log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
              m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,
@@ -100,5 +105,8 @@ def run(args: argparse.Namespace) -> int:
         log.exception("the broker failed; stopping")
         broker.close()
         return 1
+    finally:
+        for adapter in reversed(adapters):
+            adapter.stop()
     log.info("stopped")
     return 0
