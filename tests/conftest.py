@@ -7,10 +7,17 @@ export of the default model (all-MiniLM-L6-v2), made by the real exporter.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run, so a red build is reproducible; locally hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 TINY_LAYERS = 2
 TINY_HIDDEN = 64
