@@ -18,6 +18,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--bind", str, "address for the ZeroMQ and metrics ports (default 127.0.0.1)"),
     ("--port", int, "ZeroMQ port for clients (default 5555)"),
     ("--metrics-port", int, "Prometheus port, 0 to disable (default 9100)"),
+    ("--http-port", int, "HTTP port for the OpenAI- and TEI-compatible API (docs/http.md), 0 to disable (default 0)"),
+    ("--cache-size", int, "texts whose vectors are cached to answer repeats without a worker; 0 = off (default 0)"),
     ("--workers", int, "worker processes (default: per device)"),
     ("--threads-per-worker", int, "ONNX Runtime threads per worker (default: cores / workers on CPU)"),
     ("--max-batch-tokens", int, "token budget per batch: size × longest sequence (default: per device)"),
@@ -31,6 +33,9 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--request-timeout-s", float, "a request unanswered this long is answered with a timeout error (default 120)"),
     ("--curve-secret", Path, "server.key_secret from `zeroembed keys`: encrypt and authenticate with CurveZMQ"),
     ("--curve-clients", Path, "directory of the public .key files of clients allowed in (with --curve-secret)"),
+    ("--bert-port", int, "also serve bert-serving-client 1.10.0 apps: its PULL port, 0 = off (default 0; "
+                         "docs/migrate-from-bert-as-service.md)"),
+    ("--bert-port-out", int, "bert-as-service's publish port (default --bert-port + 1)"),
     ("--shutdown-grace-s", float, "seconds to drain in-flight work on SIGTERM (default 8)"),
 ]
 
@@ -44,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     for flag, kind, help_text in _FLAGS:
         parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--allow-insecure-bert", action="store_true", default=None,
+                        help="allow --bert-port (plain TCP; the legacy client cannot do CurveZMQ) with --curve-secret")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="where to run (default auto)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     parser.set_defaults(handler=run)
@@ -72,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"zeroembed serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # Our loggers at the chosen level; third-party ones (ORT's optimizer, transformers) only warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("zeroembed").setLevel(settings.log_level.upper())
     log = logging.getLogger("zeroembed.serve")
     try:
         model_dir = settings.model or default_artifact(settings.cache_dir, settings.device)
@@ -93,8 +102,25 @@ def run(args: argparse.Namespace) -> int:
     # Other front ends (each speaks another protocol) run beside the broker in this process and
     # send into the same batcher through ``broker.internal_endpoint``; each has start() and stop().
     adapters: list = []
-    for adapter in adapters:
-        adapter.start()
+    if settings.http_port:
+        from .http_gateway import HttpGateway
+
+        adapters.append(HttpGateway(settings, broker.internal_endpoint, artifact))
+    if settings.bert_port:
+        from .bert_adapter import BertAdapter
+
+        adapters.append(BertAdapter(settings, broker.internal_endpoint, broker.metrics))
+    started: list = []
+    try:
+        for adapter in adapters:
+            adapter.start()
+            started.append(adapter)
+    except StartupError as exc:  # e.g. a port taken: stop what started, and leave no worker behind
+        print(f"zeroembed serve: error: {exc}", file=sys.stderr)
+        for adapter in reversed(started):
+            adapter.stop()
+        broker.close()
+        return 2
     m = artifact.manifest
     log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
              m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,

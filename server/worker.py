@@ -56,7 +56,8 @@ def worker_main(spec: WorkerSpec) -> None:
     # whole process group must not kill workers mid-batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=spec.log_level.upper(), format=f"%(asctime)s worker-{spec.index} %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{spec.index} %(levelname)s %(message)s")
+    logging.getLogger("zeroembed").setLevel(spec.log_level.upper())
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 1000)
