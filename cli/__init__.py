@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "serve": "zeroembed.server.cli",
     "bench": "zeroembed.benchmarks.cli",
     "keys": "zeroembed.server.curve",
+    "status": "zeroembed.client.status_cli",
 }
 
 

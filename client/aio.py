@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,9 @@ from .codec import (
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
+    Replicas,
     assemble,
+    attempt_timeout,
     build_chunks,
     check_chunk_size,
     check_endpoints,
@@ -27,6 +30,7 @@ from .codec import (
     new_request_id,
     read_reply,
     read_status,
+    reissue,
     reply_id,
     shift_index,
     timeout_error,
@@ -46,6 +50,9 @@ class AsyncClient:
     timed out or was cancelled) is dropped. ``timeout`` bounds each whole call
     like ``asyncio.wait_for`` and raises :class:`ServerTimeout`; ``None`` waits
     forever (not the default). Use one instance from one event loop.
+
+    With several endpoints there is one DEALER (and one receiver task) per
+    endpoint, and requests are spread and re-sent on silence as in :class:`Client`.
     """
 
     def __init__(
@@ -62,8 +69,9 @@ class AsyncClient:
         self.max_texts_per_request = check_chunk_size(max_texts_per_request)
         self._curve = load_client_keys(server_key, client_key)
         self._context = zmq.asyncio.Context()
-        self._socket: zmq.asyncio.Socket | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._sockets: list[zmq.asyncio.Socket] = []
+        self._receivers: list[asyncio.Task[None]] = []
+        self._replicas = Replicas(len(self.endpoints))
         self._waiting: dict[str, asyncio.Future[list[Any]]] = {}
         self._closed = False
 
@@ -93,13 +101,13 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        if self._receiver is not None:
-            self._receiver.cancel()
+        for receiver in self._receivers:
+            receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._receiver
+                await receiver
         self._fail_waiting(RuntimeError("this AsyncClient was closed"))
-        if self._socket is not None:
-            self._socket.close(linger=0)
+        for sock in self._sockets:
+            sock.close(linger=0)
         self._context.term()
 
     async def __aenter__(self) -> AsyncClient:
@@ -115,18 +123,25 @@ class AsyncClient:
     # ------------------------------------------------------------------ internals
 
     async def _call(self, chunks: list[Chunk]) -> list[Reply]:
-        sock = self._ensure_started()
+        socks = self._ensure_started()
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in chunks]
         self._waiting.update((chunk.request_id, future) for chunk, future in zip(chunks, futures))
+        attempts: list[str] = []  # ids of re-sent chunks, to forget with the rest
+        if len(socks) == 1:
+            exchange = self._exchange(socks[0], chunks, futures)
+        else:
+            exchange = self._exchange_replicas(socks, chunks, futures, attempts)
         try:
-            return await asyncio.wait_for(self._exchange(sock, chunks, futures), self.timeout)
+            return await asyncio.wait_for(exchange, self.timeout)
         except TimeoutError as exc:
             if isinstance(exc, ZeroEmbedError):  # the server's own `timeout` error, not ours
                 raise
             raise timeout_error(self.endpoints, self.timeout) from None
         finally:
             # Whatever happened (error, timeout, cancellation), late replies must find no taker.
+            for request_id in attempts:
+                self._waiting.pop(request_id, None)
             for chunk, future in zip(chunks, futures):
                 self._waiting.pop(chunk.request_id, None)
                 if future.done() and not future.cancelled():
@@ -144,24 +159,68 @@ class AsyncClient:
                 raise shift_index(exc, chunk.offset) from None
         return replies
 
-    def _ensure_started(self) -> zmq.asyncio.Socket:
+    async def _exchange_replicas(self, socks: list[zmq.asyncio.Socket], chunks: list[Chunk],
+                                 futures: list[asyncio.Future], attempts: list[str]) -> list[Reply]:
+        """``_exchange`` over one socket per replica; the caller's ``wait_for`` bounds the whole call."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+
+        async def one(chunk: Chunk, future: asyncio.Future) -> Reply:
+            tried: set[int] = set()
+            attempt = chunk
+            while True:
+                replica = await self._send_any(socks, attempt.frames, tried)
+                tried.add(replica)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                await asyncio.wait({future}, timeout=attempt_timeout(self.timeout, remaining))
+                if future.done():  # answered, by this attempt or an earlier one
+                    try:
+                        return read_reply(future.result())
+                    except ZeroEmbedError as exc:
+                        raise shift_index(exc, chunk.offset) from None
+                self._replicas.back_off(replica)  # silence: send it again elsewhere
+                attempt = reissue(chunk)
+                attempts.append(attempt.request_id)
+                self._waiting[attempt.request_id] = future
+
+        tasks = [asyncio.ensure_future(one(chunk, future)) for chunk, future in zip(chunks, futures)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:  # the first error (or our own cancellation) stops the other chunks
+                task.cancel()
+
+    async def _send_any(self, socks: list[zmq.asyncio.Socket], frames: list[bytes], tried: set[int]) -> int:
+        """Send to the best replica that has a connection (IMMEDIATE=1: others refuse); its index."""
+        while True:
+            for replica in self._replicas.order(tried):
+                try:
+                    await socks[replica].send_multipart(frames, flags=zmq.NOBLOCK)
+                    return replica
+                except zmq.Again:
+                    continue
+            await asyncio.sleep(0.02)  # no replica connected yet; the call's timeout bounds this
+
+    def _ensure_started(self) -> list[zmq.asyncio.Socket]:
         if self._closed:
             raise RuntimeError("this AsyncClient is closed")
-        if self._socket is None:
-            sock = self._context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-            if self._curve is not None:
-                self._curve.apply(sock)
+        if not self._sockets:
             for endpoint in self.endpoints:
+                sock = self._context.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                if self._curve is not None:
+                    self._curve.apply(sock)
                 sock.connect(endpoint)
-            self._socket = sock
-        if self._receiver is None or self._receiver.done():  # started lazily: needs the running loop
-            self._receiver = asyncio.get_running_loop().create_task(self._receive(self._socket))
-        return self._socket
+                self._sockets.append(sock)
+        if not self._receivers or any(r.done() for r in self._receivers):  # started lazily: needs the running loop
+            for receiver in self._receivers:
+                receiver.cancel()
+            loop = asyncio.get_running_loop()
+            self._receivers = [loop.create_task(self._receive(sock, i)) for i, sock in enumerate(self._sockets)]
+        return self._sockets
 
-    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        """The only reader of the socket: hands each reply to the future waiting for its id."""
+    async def _receive(self, sock: zmq.asyncio.Socket, replica: int) -> None:
+        """The only reader of its socket: hands each reply to the future waiting for its id."""
         try:
             while True:
                 frames = await sock.recv_multipart(copy=False)
@@ -169,6 +228,8 @@ class AsyncClient:
                 if future is None or future.done():
                     log_stray(frames)
                 else:
+                    if len(self._sockets) > 1:
+                        self._replicas.answered(replica)
                     future.set_result(frames)
         except zmq.ZMQError as exc:  # socket or context gone under us: fail fast, not at timeout
             self._fail_waiting(ServerError(f"the client's socket failed: {exc}"))

@@ -15,7 +15,9 @@ from .codec import (
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
+    Replicas,
     assemble,
+    attempt_timeout,
     build_chunks,
     check_chunk_size,
     check_endpoints,
@@ -27,6 +29,7 @@ from .codec import (
     new_request_id,
     read_reply,
     read_status,
+    reissue,
     reply_id,
     shift_index,
     timeout_error,
@@ -39,8 +42,12 @@ from .protocol import Reply, status_request
 class Client:
     """A blocking client of a zeroembed server.
 
-    ``endpoint`` is one ZeroMQ endpoint or a list of them; with several, each
-    request goes to the next connected server in turn. ``timeout`` bounds a
+    ``endpoint`` is one ZeroMQ endpoint or a list of them (replicas of one model).
+    With several, requests are spread round-robin over the replicas, and a request
+    left unanswered for ``max(1 s, timeout / 4)`` is sent again to another replica
+    (the first answer wins); a replica that let a request expire is passed over for
+    a few seconds. Only silence is retried: an error reply (``InvalidRequest``,
+    ``ServerBusy``, ...) is raised as it is. ``timeout`` bounds a
     whole call in seconds (all chunks of a large input included) and raises
     :class:`ServerTimeout` when it passes; ``timeout=None`` waits forever, which
     is not the default because a server that is down would hang the caller.
@@ -50,7 +57,8 @@ class Client:
     Thread-safety: one ``Client`` may be shared by any number of threads, and
     their calls run concurrently. Each thread gets its own DEALER socket (ZeroMQ
     sockets must not be shared across threads) on the client's own context, so
-    a thread only ever sees replies to its own requests. Sockets of threads that
+    a thread only ever sees replies to its own requests (with several endpoints,
+    one DEALER per endpoint, so the client chooses the replica). Sockets of threads that
     have ended are closed when a new thread first calls; ``close()`` closes the
     rest and must not race with calls still in flight.
     """
@@ -70,7 +78,8 @@ class Client:
         self._curve = load_client_keys(server_key, client_key)
         self._context = zmq.Context()  # our own: the global instance belongs to the application
         self._local = threading.local()
-        self._sockets: dict[threading.Thread, zmq.Socket] = {}
+        self._sockets: dict[threading.Thread, list[zmq.Socket]] = {}
+        self._replicas = Replicas(len(self.endpoints))
         self._lock = threading.Lock()
         self._closed = False
 
@@ -110,8 +119,9 @@ class Client:
                 return
             self._closed = True
             sockets, self._sockets = list(self._sockets.values()), {}
-        for sock in sockets:
-            sock.close(linger=0)
+        for socks in sockets:
+            for sock in socks:
+                sock.close(linger=0)
         self._context.term()
 
     def __enter__(self) -> Client:
@@ -128,7 +138,10 @@ class Client:
 
     def _call(self, chunks: list[Chunk]) -> list[Reply]:
         """Send every chunk, then collect their replies by id; raise the first error that comes back."""
-        sock = self._socket()
+        socks = self._socket()
+        if len(socks) > 1:
+            return self._call_replicas(socks, chunks)
+        sock = socks[0]
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         for chunk in chunks:  # pipelined: the server may work on all chunks at once
             self._send(sock, chunk.frames, deadline)
@@ -148,6 +161,79 @@ class Client:
                 raise shift_index(exc, chunks[i].offset) from None
         return replies  # type: ignore[return-value]
 
+    def _call_replicas(self, socks: list[zmq.Socket], chunks: list[Chunk]) -> list[Reply]:
+        """``_call`` over one socket per replica: each chunk is re-sent elsewhere when its attempt expires.
+
+        Every id a chunk was sent under stays valid until the chunk is answered, so a
+        slow replica's late answer is as good as the retry's; ids of answered chunks
+        (and of earlier calls) are dropped as stray.
+        """
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        owner: dict[str, tuple[int, int]] = {}  # request id of every attempt -> (chunk, replica)
+        tried: list[set[int]] = [set() for _ in chunks]
+        expires = [0.0] * len(chunks)  # when the latest attempt of each chunk is given up on
+        current = [0] * len(chunks)  # the replica of that latest attempt
+        replies: list[Reply | None] = [None] * len(chunks)
+
+        def attempt(i: int, chunk: Chunk) -> None:
+            replica = self._send_any(socks, chunk.frames, tried[i], deadline)
+            owner[chunk.request_id] = (i, replica)
+            tried[i].add(replica)
+            current[i] = replica
+            remaining = None if deadline is None else deadline - time.monotonic()
+            expires[i] = time.monotonic() + attempt_timeout(self.timeout, remaining)
+
+        for i, chunk in enumerate(chunks):
+            attempt(i, chunk)
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+        left = len(chunks)
+        while left:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise timeout_error(self.endpoints, self.timeout)
+            for i, chunk in enumerate(chunks):
+                if replies[i] is None and expires[i] <= now:  # silence: try another replica
+                    self._replicas.back_off(current[i])
+                    attempt(i, reissue(chunk))
+            wake = min(expires[i] for i in range(len(chunks)) if replies[i] is None)
+            if deadline is not None:
+                wake = min(wake, deadline)
+            for sock, _ in poller.poll(self._remaining_ms(wake)):
+                while True:
+                    try:
+                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    i, replica = owner.pop(reply_id(frames) or "", (None, None))
+                    if i is None or replies[i] is not None:  # a late reply to an earlier call or attempt
+                        log_stray(frames)
+                        continue
+                    self._replicas.answered(replica)
+                    try:
+                        replies[i] = read_reply(frames)
+                    except ZeroEmbedError as exc:
+                        raise shift_index(exc, chunks[i].offset) from None
+                    left -= 1
+        return replies  # type: ignore[return-value]
+
+    def _send_any(self, socks: list[zmq.Socket], frames: list[bytes], tried: set[int],
+                  deadline: float | None) -> int:
+        """Send to the best replica that has a connection (IMMEDIATE=1: others refuse); its index."""
+        while True:
+            for replica in self._replicas.order(tried):
+                try:
+                    socks[replica].send_multipart(frames, flags=zmq.NOBLOCK)
+                    return replica
+                except zmq.Again:
+                    continue
+            poller = zmq.Poller()  # no replica connected: wait until one is, within the deadline
+            for sock in socks:
+                poller.register(sock, zmq.POLLOUT)
+            if not poller.poll(self._remaining_ms(deadline)):
+                raise timeout_error(self.endpoints, self.timeout)
+
     def _send(self, sock: zmq.Socket, frames: list[bytes], deadline: float | None) -> None:
         # IMMEDIATE=1 makes a send with no connected server fail (EAGAIN) instead of queueing,
         # so waiting for POLLOUT is waiting for a server, bounded by the call's deadline.
@@ -165,27 +251,32 @@ class Client:
             return None
         return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
-    def _socket(self) -> zmq.Socket:
-        sock = getattr(self._local, "socket", None)
-        if sock is not None and not self._closed:
-            return sock
+    def _socket(self) -> list[zmq.Socket]:
+        """This thread's sockets: one DEALER, or one per endpoint when there are several."""
+        socks = getattr(self._local, "sockets", None)
+        if socks is not None and not self._closed:
+            return socks
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Client is closed")
             self._reap_dead_threads()
-            sock = self._context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-            if self._curve is not None:
-                self._curve.apply(sock)
-            for endpoint in self.endpoints:
-                sock.connect(endpoint)
-            self._sockets[threading.current_thread()] = sock
-        self._local.socket = sock
+            socks = [self._new_socket(endpoint) for endpoint in self.endpoints]
+            self._sockets[threading.current_thread()] = socks
+        self._local.sockets = socks
+        return socks
+
+    def _new_socket(self, endpoint: str) -> zmq.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        if self._curve is not None:
+            self._curve.apply(sock)
+        sock.connect(endpoint)
         return sock
 
     def _reap_dead_threads(self) -> None:
         # A dead thread can no longer touch its socket, so closing it here is safe and
         # keeps thread-per-task applications from piling up sockets.
         for thread in [t for t in self._sockets if not t.is_alive()]:
-            self._sockets.pop(thread).close(linger=0)
+            for sock in self._sockets.pop(thread):
+                sock.close(linger=0)
