@@ -11,6 +11,7 @@ Needs only pyzmq and numpy::
 """
 
 from .aio import AsyncClient
+from .bert_compat import BertClient
 from .client import Client
 from .errors import InvalidRequest, ServerBusy, ServerError, ServerTimeout, ZeroEmbedError
 from .protocol import PROTOCOL_VERSION, EncodeOptions, ErrorCode, Output
@@ -18,6 +19,7 @@ from .protocol import PROTOCOL_VERSION, EncodeOptions, ErrorCode, Output
 __all__ = [
     "PROTOCOL_VERSION",
     "AsyncClient",
+    "BertClient",
     "Client",
     "EncodeOptions",
     "ErrorCode",

@@ -34,6 +34,7 @@ from zeroembed.client.protocol import (
 
 from .artifact import Artifact
 from .batcher import Batch, Batcher, Item
+from .cache import EmbeddingCache
 from .config import Settings
 from .curve import CurveServer
 from .metrics import Metrics
@@ -81,6 +82,7 @@ class Broker:
                                wait_s=settings.batch_wait_ms / 1000)
         self.pending: set[PendingRequest] = set()
         self.in_flight: dict[int, InFlight] = {}
+        self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
         self._batch_ids = itertools.count()
         self._started = time.monotonic()
         self._stop_requested = False
@@ -252,16 +254,21 @@ class Broker:
             )
         pending.pieces = tokenized.pieces
         pending.num_tokens = int(tokenized.offsets[-1])
+        self.metrics.texts.inc(len(texts))
+        self.metrics.tokens.inc(pending.num_tokens)
+        # The cache fills the texts it knows into the request; only the others are queued.
+        to_run = range(len(texts)) if self.cache is None else self.cache.lookup(pending, texts, options.is_tokenized)
+        if pending.done:  # every text was a cache hit
+            self._reply(pending)
+            return
         self.pending.add(pending)
         offsets = tokenized.offsets
         now = time.monotonic()
         self.batcher.add(
             Item(owner=pending, index=i, length=int(offsets[i + 1] - offsets[i]), enqueued_at=now,
                  payload=tokenized.ids[offsets[i]:offsets[i + 1]])
-            for i in range(len(texts))
+            for i in to_run
         )
-        self.metrics.texts.inc(len(texts))
-        self.metrics.tokens.inc(pending.num_tokens)
         self._update_gauges()
 
     def _reply(self, request: PendingRequest) -> None:
@@ -362,6 +369,8 @@ class Broker:
                 token_offset += item.length
             if request.failed:
                 continue
+            if self.cache is not None:
+                self.cache.store(request, item.index, vector)
             request.fill(item.index, vector)
             if request.done:
                 self._reply(request)

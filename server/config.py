@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     bind: str = Field("127.0.0.1", min_length=1, description="address to bind the ZeroMQ and metrics ports")
     port: int = Field(5555, ge=1, le=65535, description="ZeroMQ port for clients")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus metrics port; 0 disables it")
+    http_port: int = Field(0, ge=0, le=65535, description="HTTP API port (OpenAI /v1/embeddings, TEI /embed); 0 = off")
+    cache_size: int = Field(0, ge=0, description="texts whose vectors are kept to answer repeats (LRU); 0 = no cache")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
     threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
@@ -80,6 +82,9 @@ class Settings(BaseSettings):
     worker_start_timeout_s: float = Field(120.0, gt=0, description="time a worker may take to load the model")
     curve_secret: Path | None = Field(None, description="server.key_secret: turns on CurveZMQ encryption")
     curve_clients: Path | None = Field(None, description="directory of admitted clients' public .key files")
+    bert_port: int = Field(0, ge=0, le=65535, description="bert-as-service PULL port (server/bert_adapter.py); 0 = off")
+    bert_port_out: int = Field(0, ge=0, le=65535, description="bert-as-service publish port; 0 = bert_port + 1")
+    allow_insecure_bert: bool = Field(False, description="serve the bert-as-service ports (plain TCP) beside CurveZMQ")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -105,6 +110,33 @@ class Settings(BaseSettings):
             raise ValueError("CurveZMQ needs both --curve-secret and --curve-clients")
         if self.metrics_port and self.metrics_port == self.port:
             raise ValueError(f"metrics_port and port are both {self.port}; give them different ports")
+        if self.http_port and self.http_port in (self.port, self.metrics_port):
+            raise ValueError(f"http_port {self.http_port} is also the ZeroMQ or metrics port; give it its own")
+        return self
+
+    @model_validator(mode="after")
+    def _check_bert_ports(self) -> Settings:
+        # bert-as-service's two sockets (server/bert_adapter.py), off unless bert_port is set.
+        if not self.bert_port:
+            if self.bert_port_out:
+                raise ValueError("--bert-port-out needs --bert-port")
+            return self
+        if not self.bert_port_out:
+            if self.bert_port == 65535:
+                raise ValueError("--bert-port 65535 leaves no room for --bert-port-out (bert_port + 1); give both")
+            object.__setattr__(self, "bert_port_out", self.bert_port + 1)
+        seen: dict[int, str] = {}
+        for name in type(self).model_fields:  # every port setting, so a clash with any of them is caught
+            value = getattr(self, name)
+            if not (name.endswith("port") or name.endswith("port_out")) or not value:
+                continue
+            if value in seen:
+                raise ValueError(f"--{seen[value].replace('_', '-')} and --{name.replace('_', '-')} are both {value}; "
+                                 "give each its own port (--bert-port-out defaults to --bert-port + 1)")
+            seen[value] = name
+        if self.curve_secret is not None and not self.allow_insecure_bert:
+            raise ValueError("--bert-port serves plain, unauthenticated TCP (bert-serving-client cannot do CurveZMQ) "
+                             "beside --curve-secret; pass --allow-insecure-bert to accept that")
         return self
 
     @property

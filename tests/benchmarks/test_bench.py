@@ -1,0 +1,87 @@
+"""`zeroembed bench` end to end: against a real server on loopback, the sweep plot, and `--compare --quick`.
+
+These prove the harness works on a tiny load; they assert no timings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server.servers import RunningServer, free_port, start_server
+from zeroembed.cli import main
+
+
+@pytest.fixture(scope="module")
+def server(default_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(default_artifact, tmp_path_factory.mktemp("bench-server"), "--workers", "1",
+                           "--max-batch-size", "8")
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def _bench(server: RunningServer, tmp_path: Path, *extra: str) -> tuple[int, dict]:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--endpoint", server.endpoint, "--metrics-url", server.metrics_url, "--texts", "60",
+                 "--no-progress", "--json", str(out), *extra])
+    return code, json.loads(out.read_text())
+
+
+def test_load_run_reports_sane_fields(server: RunningServer, tmp_path: Path, capsys) -> None:
+    code, data = _bench(server, tmp_path, "--requests", "20", "--concurrency", "2", "--batch-size", "1:1,4:1")
+    assert code == 0
+    env = data["environment"]
+    assert env["cores"] >= 1 and env["cpu"] and env["command"].startswith("zeroembed bench")
+    (run,) = data["runs"]
+    assert run["concurrency"] == 2 and run["requests"] == 20 and run["ok_requests"] == 20
+    assert run["errors"] == {} and run["error_count"] == 0
+    assert run["texts"] >= 20 and run["texts_per_s"] > 0 and run["tokens"] >= run["texts"]
+    assert run["tokens_per_s"] > 0 and run["seconds"] > 0
+    lat = run["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    srv = run["server"]
+    assert srv is not None and srv["texts"] == run["texts"] and srv["tokens"] == run["tokens"]
+    assert 1 <= srv["mean_batch_size"] <= 8
+    assert 0 <= srv["padding_ratio"] < 1 and srv["mean_queue_wait_s"] >= 0
+    table = capsys.readouterr().out
+    assert "texts/s" in table and "p99 ms" in table and "padding %" in table
+
+
+def test_sweep_writes_the_plot(server: RunningServer, tmp_path: Path) -> None:
+    plot = tmp_path / "sweep.png"
+    code, data = _bench(server, tmp_path, "--requests", "6", "--concurrency", "1,2", "--plot", str(plot))
+    assert code == 0
+    assert [r["concurrency"] for r in data["runs"]] == [1, 2]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_server_is_a_clear_error(capsys) -> None:
+    code = main(["bench", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--requests", "1", "--timeout", "0.5",
+                 "--no-progress"])
+    assert code == 2
+    assert "no server answers" in capsys.readouterr().err
+
+
+def test_compare_quick_end_to_end(default_artifact: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "compare.json"
+    code = main(["bench", "--compare", "--quick", "--artifact", str(default_artifact), "--json", str(out),
+                 "--no-progress"])
+    assert code == 0
+    results = json.loads(out.read_text())["compare"]
+    kinds = {row["kind"] for row in results["rows"]}
+    assert {"ort", "st", "server", "int8"} <= kinds
+    for row in results["rows"]:
+        assert row["texts_per_s"] > 0 and 0 < row["ceiling_fraction"]
+    assert results["ceiling"]["ceiling_gflops"] > 0 and results["corpus"]["flops"] > 0
+    assert {r["concurrency"] for r in results["rows"] if r["kind"] == "server"} == {1, 8}
+    assert all(not r["errors"] for r in results["rows"] if r["kind"] == "server")
+    assert results["server_cosine_to_ort_fp32"]["min"] > 0.999
+    int8 = next(r for r in results["rows"] if r["kind"] == "int8")
+    assert 0.9 < int8["cosine_to_fp32"]["min"] <= int8["cosine_to_fp32"]["mean"] <= 1.0001
+    assert len(results["targets"]) == 3 and all(t["passed"] in (True, False) for t in results["targets"])
+    printed = capsys.readouterr().out
+    assert "PASS" in printed or "FAIL" in printed
+    assert "% ceiling" in printed

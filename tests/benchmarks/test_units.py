@@ -1,0 +1,83 @@
+"""Pure pieces of the harness: size distributions, request plans, metrics deltas, the FLOP formula."""
+
+from __future__ import annotations
+
+import pytest
+
+from zeroembed.benchmarks.ceiling import Arch
+from zeroembed.benchmarks.load import RequestPlan, SizeDist, error_kind, take
+from zeroembed.benchmarks.report import table
+from zeroembed.benchmarks.scrape import default_metrics_url, parse, server_stats
+from zeroembed.client import ServerBusy
+
+
+def test_size_distribution_parsing():
+    assert SizeDist.parse("8").sizes == (8,) and SizeDist.parse(8).mean == 8
+    dist = SizeDist.parse("1:50,8:30,64:20")
+    assert dist.sizes == (1, 8, 64) and dist.weights == (50, 30, 20)
+    assert dist.mean == pytest.approx(0.5 + 2.4 + 12.8)
+    for bad in ("0", "a", "8:-1", ""):
+        with pytest.raises(ValueError):
+            SizeDist.parse(bad)
+
+
+def test_request_plan_is_deterministic_and_walks_the_corpus():
+    plan = RequestPlan(10, SizeDist.parse("4"), seed=1)
+    assert [plan.get(i) for i in range(4)] == [(0, 4), (4, 4), (8, 4), (2, 4)]
+    assert take(list("abcdefghij"), 8, 4) == list("ijab")
+    mixed_a, mixed_b = RequestPlan(100, SizeDist.parse("1:1,8:1"), 3), RequestPlan(100, SizeDist.parse("1:1,8:1"), 3)
+    assert [mixed_a.get(i) for i in range(50)] == [mixed_b.get(i) for i in range(50)]
+
+
+def test_error_kind_names_class_and_code():
+    assert error_kind(ServerBusy("full")) == "ServerBusy[busy]"
+    assert error_kind(ValueError("x")) == "ValueError"
+
+
+METRICS_BEFORE = """# HELP zeroembed_tokens_total Real tokens encoded
+zeroembed_tokens_total 100.0
+zeroembed_padding_tokens_total 20.0
+zeroembed_texts_total 10.0
+zeroembed_batch_size_count 2.0
+zeroembed_batch_size_sum 10.0
+zeroembed_queue_wait_seconds_count 2.0
+zeroembed_queue_wait_seconds_sum 0.002
+zeroembed_errors_total{code="busy"} 1.0
+"""
+METRICS_AFTER = """zeroembed_tokens_total 400.0
+zeroembed_padding_tokens_total 120.0
+zeroembed_texts_total 40.0
+zeroembed_batch_size_count 6.0
+zeroembed_batch_size_sum 40.0
+zeroembed_batch_size_bucket{le="8.0"} 6.0
+zeroembed_queue_wait_seconds_count 6.0
+zeroembed_queue_wait_seconds_sum 0.010
+zeroembed_errors_total{code="busy"} 3.0
+"""
+
+
+def test_server_stats_are_deltas():
+    stats = server_stats([parse(METRICS_BEFORE)], [parse(METRICS_AFTER)])
+    assert stats["texts"] == 30 and stats["tokens"] == 300 and stats["padding_tokens"] == 100
+    assert stats["padding_ratio"] == pytest.approx(100 / 400)
+    assert stats["mean_batch_size"] == pytest.approx(30 / 4)
+    assert stats["mean_queue_wait_s"] == pytest.approx(0.002)
+    assert stats["errors"] == {"busy": 2}
+    assert server_stats([None], [parse(METRICS_AFTER)]) is None
+
+
+def test_default_metrics_url():
+    assert default_metrics_url("tcp://10.0.0.5:5555") == "http://10.0.0.5:9100/metrics"
+    assert default_metrics_url("tcp://*:5555") == "http://127.0.0.1:9100/metrics"
+
+
+def test_flop_formula_for_minilm():
+    arch = Arch.from_manifest({"hidden_size": 384, "architecture": {"num_layers": 6, "hidden_size": 384}})
+    assert arch.intermediate == 1536
+    assert arch.matmul_params == 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+    assert arch.flops(10) == 2 * arch.matmul_params * 10 + 4 * 6 * 100 * 384
+
+
+def test_table_renders_none_as_dash():
+    out = table(["a", "b"], [[1, None], [2.5, "x"]])
+    assert "-" in out and "2.5" in out and out.count("\n") == 3
