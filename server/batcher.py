@@ -44,17 +44,25 @@ class Batch:
 class Batcher:
     """A FIFO of texts that hands out length-grouped batches under a token budget.
 
+    ``max_padding`` bounds the fraction of a batch's padded tokens that are padding.
+
     ``wait_s`` is how long a partial batch may wait for company while other
     batches are running; when nothing is running, a partial batch goes at once,
     so a lone request is never held back.
     """
 
-    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, wait_s: float, lookahead: int = 8) -> None:
+    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, wait_s: float, max_padding: float = 1.0,
+                 lookahead: int = 8) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_batch_tokens and max_batch_size must be positive")
+        if not 0.0 <= max_padding <= 1.0:
+            raise ValueError("max_padding is a fraction between 0 and 1")
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
+        # Padding is work thrown away: a text whose length would make more than this fraction
+        # of the batch padding waits for a batch of its own length instead.
+        self.max_padding = max_padding
         # How far past a full batch the batcher looks for texts of similar length.
         self._window = max_batch_size * lookahead
         self._queue: deque[Item] = deque()
@@ -93,18 +101,20 @@ class Batcher:
         # Nearest lengths first; ties keep arrival order (sorted is stable).
         candidates = sorted(window, key=lambda item: abs(item.length - oldest.length))
         chosen: list[Item] = []
-        width = 0
+        width = real = 0
         full = False
         for item in candidates:
             if len(chosen) == self.max_batch_size:
                 full = True
                 break
             new_width = max(width, item.length)
-            if chosen and new_width * (len(chosen) + 1) > self.max_batch_tokens:
-                full = True  # the budget is spent; later candidates are further from the oldest's length
+            padded = new_width * (len(chosen) + 1)
+            # Later candidates are further from the oldest's length, so the first misfit ends the batch.
+            if chosen and (padded > self.max_batch_tokens or padded - real - item.length > self.max_padding * padded):
+                full = True
                 break
             chosen.append(item)
-            width = new_width
+            width, real = new_width, real + item.length
         if not full and len(chosen) == self.max_batch_size:
             full = True
         if not (full or pipeline_idle or now - oldest.enqueued_at >= self.wait_s):

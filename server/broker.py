@@ -79,7 +79,7 @@ class Broker:
             )
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
         self.batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-                               wait_s=settings.batch_wait_ms / 1000)
+                               wait_s=settings.batch_wait_ms / 1000, max_padding=settings.max_padding)
         self.pending: set[PendingRequest] = set()
         self.in_flight: dict[int, InFlight] = {}
         self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
@@ -438,7 +438,8 @@ class Broker:
             "curve": self._curve is not None,
             "batching": {"max_batch_tokens": self.settings.max_batch_tokens,
                          "max_batch_size": self.settings.max_batch_size,
-                         "batch_wait_ms": self.settings.batch_wait_ms, "max_queue": self.settings.max_queue},
+                         "max_padding": self.settings.max_padding, "batch_wait_ms": self.settings.batch_wait_ms,
+                         "max_queue": self.settings.max_queue},
             "pid": os.getpid(),
         }
 

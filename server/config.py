@@ -48,9 +48,10 @@ def cuda_available() -> bool:
 # Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
 # On CPU small batches win: one ORT session using every core runs batches of
 # a few texts faster per text than large padded ones.
-_DEVICE_DEFAULTS: dict[Device, dict[str, int]] = {
-    "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048},
-    "cuda": {"workers": 1, "max_batch_size": 256, "max_batch_tokens": 32768},
+# Padding costs a CPU its full price, while a GPU has parallelism to spare for it.
+_DEVICE_DEFAULTS: dict[Device, dict[str, int | float]] = {
+    "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048, "max_padding": 0.2},
+    "cuda": {"workers": 1, "max_batch_size": 256, "max_batch_tokens": 32768, "max_padding": 0.5},
 }
 
 
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
     threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
     max_batch_tokens: int = Field(0, ge=0, description="token budget of a batch: size × longest sequence; 0 = default")
     max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")
+    max_padding: float | None = Field(None, ge=0, le=1, description="most of a batch that may be padding (0-1)")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a partial batch may wait for company")
     max_queue: int = Field(20000, ge=1, description="texts queued or running at most; past it requests get ServerBusy")
     max_texts_per_request: int = Field(2048, ge=1, description="texts in one request at most")
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
             "workers": self.workers or defaults["workers"],
             "max_batch_size": self.max_batch_size or defaults["max_batch_size"],
             "max_batch_tokens": self.max_batch_tokens or defaults["max_batch_tokens"],
+            "max_padding": defaults["max_padding"] if self.max_padding is None else self.max_padding,
         }
         if not self.threads_per_worker:
             fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])

@@ -88,6 +88,23 @@ def test_requeue_and_remove_owner():
     assert len(batcher) == 1
 
 
+def test_padding_bound_splits_mixed_lengths():
+    batcher = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0, max_padding=0.2)
+    batcher.add(items([10, 200, 30, 50, 256, 15, 80, 12]))
+    batches = []
+    while (batch := batcher.next_batch(0.0, pipeline_idle=True)) is not None:
+        batches.append(sorted(i.length for i in batch.items))
+        assert batch.padded_tokens - batch.tokens <= 0.2 * batch.padded_tokens
+    assert batches[0] == [10, 12, 15]  # the oldest text's neighbours in length, not everything queued
+    assert sorted(n for b in batches for n in b) == [10, 12, 15, 30, 50, 80, 200, 256]
+    # Without the bound, all eight would ride together padded to 256: 75% padding.
+    unbounded = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0)
+    unbounded.add(items([10, 200, 30, 50, 256, 15, 80, 12]))
+    assert len(unbounded.next_batch(0.0, pipeline_idle=True).items) == 8
+
+
 def test_rejects_nonsense_limits():
     with pytest.raises(ValueError):
         Batcher(max_batch_tokens=0, max_batch_size=1, wait_s=0)
+    with pytest.raises(ValueError):
+        Batcher(max_batch_tokens=10, max_batch_size=1, wait_s=0, max_padding=1.5)
