@@ -80,7 +80,9 @@ class Broker:
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
         self.batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                                wait_s=settings.batch_wait_ms / 1000, max_padding=settings.max_padding)
-        self.pending: set[PendingRequest] = set()
+        # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
+        self.pending: dict[PendingRequest, None] = {}
+        self._pending_texts = 0  # texts of ``pending``, kept as a count: checked on every request
         self.in_flight: dict[int, InFlight] = {}
         self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
         self._batch_ids = itertools.count()
@@ -232,7 +234,7 @@ class Broker:
         texts = request.texts
         check_limits(texts, max_texts=self.settings.max_texts_per_request,
                      max_chars=self.settings.max_chars_per_text)
-        queued = sum(r.count for r in self.pending)
+        queued = self._pending_texts
         if queued + len(texts) > self.settings.max_queue:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
                                                   f"{self.settings.max_queue}); retry later")
@@ -261,7 +263,8 @@ class Broker:
         if pending.done:  # every text was a cache hit
             self._reply(pending)
             return
-        self.pending.add(pending)
+        self.pending[pending] = None
+        self._pending_texts += pending.count
         offsets = tokenized.offsets
         now = time.monotonic()
         self.batcher.add(
@@ -272,9 +275,14 @@ class Broker:
         self._update_gauges()
 
     def _reply(self, request: PendingRequest) -> None:
-        self.pending.discard(request)
+        self._forget(request)
         request.socket.send_multipart(request.reply(), copy=False)
         self.metrics.request_latency.observe(time.monotonic() - request.received_at)
+
+    def _forget(self, request: PendingRequest) -> None:
+        if request in self.pending:
+            del self.pending[request]
+            self._pending_texts -= request.count
 
     def _error(self, sock: zmq.Socket, envelope: list[bytes], request_id: str | None, code: ErrorCode,
                message: str, index: int | None = None) -> None:
@@ -287,7 +295,7 @@ class Broker:
         if request.failed:
             return
         request.failed = True
-        self.pending.discard(request)
+        self._forget(request)
         self.batcher.remove_owner(request)
         self._error(request.socket, request.envelope, request.id, code, message)
         self._update_gauges()
@@ -397,7 +405,12 @@ class Broker:
                 self.batcher.requeue(retry)
             for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
                 self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
-        for request in [r for r in self.pending if now - r.received_at > self.settings.request_timeout_s]:
+        expired = []
+        for request in self.pending:  # oldest first: stop at the first one still in time
+            if now - request.received_at <= self.settings.request_timeout_s:
+                break
+            expired.append(request)
+        for request in expired:
             self._fail(request, ErrorCode.TIMEOUT,
                        f"not finished within the server's {self.settings.request_timeout_s:g}s request timeout")
 
@@ -410,7 +423,7 @@ class Broker:
 
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.batcher))
-        self.metrics.in_flight.set(sum(r.count for r in self.pending))
+        self.metrics.in_flight.set(self._pending_texts)
         self.metrics.busy_workers.set(len(self.in_flight))
 
     # ------------------------------------------------------------------ status
