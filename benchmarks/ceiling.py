@@ -63,7 +63,6 @@ def _shapes(arch: Arch, rows: int) -> list[tuple[int, int, int]]:
 def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float = 1.0) -> float | None:
     """GFLOP/s of ONNX Runtime MatMul on the model's shapes; None where the onnx package is missing."""
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
-from .corpus import DEFAULT_SEED, SHORT_TEXT, describe, length_class, make_corpus, token_lengths
+from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengths
 from .inprocess import OrtEncoder, cosine_stats, latency_p50, quantize_fallback, timed
 from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json

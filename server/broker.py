@@ -8,13 +8,10 @@ batcher, and reassembles each request from the batches its texts ran in.
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -33,39 +30,24 @@ from zeroembed.client.protocol import (
 )
 
 from .artifact import Artifact
-from .batcher import Batch, Batcher, Item
+from .batcher import Batcher, Item
 from .cache import EmbeddingCache
 from .config import Settings
 from .curve import CurveServer
+from .dispatch import Dispatcher, InFlight, StartupError
 from .metrics import Metrics
 from .pending import PendingRequest, RequestRejected, check_limits, parse_options
-from .pool import WorkerHandle, WorkerPool
 from .tokenization import TextTokenizer
-from .worker import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1  # how often the loop looks at worker health and shutdown, at the latest
-_MAX_ATTEMPTS = 2  # a batch lost with its worker is retried once
 
-
-class StartupError(Exception):
-    """The server could not start; ``str()`` says why."""
-
-
-@dataclass(eq=False)
-class InFlight:
-    """A batch sent to a worker."""
-
-    id: int
-    batch: Batch
-    outputs: list[str]
-    worker: WorkerHandle
-    sent_at: float
+__all__ = ["Broker", "StartupError"]
 
 
 class Broker:
-    """Owns the sockets, the batcher, the worker pool and the requests in flight."""
+    """Owns the client sockets, the batcher and the requests in flight; the dispatcher runs the workers."""
 
     def __init__(self, settings: Settings, artifact: Artifact, metrics: Metrics) -> None:
         self.settings = settings
@@ -83,18 +65,14 @@ class Broker:
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.pending: dict[PendingRequest, None] = {}
         self._pending_texts = 0  # texts of ``pending``, kept as a count: checked on every request
-        self.in_flight: dict[int, InFlight] = {}
         self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
-        self._batch_ids = itertools.count()
         self._started = time.monotonic()
         self._stop_requested = False
         self._accepting = True
         self._context = zmq.Context()
         self._sockdir = tempfile.TemporaryDirectory(prefix="zeroembed-")
-        self.backend = self._context.socket(zmq.ROUTER)
-        self.backend.setsockopt(zmq.LINGER, 0)
-        backend_endpoint = f"ipc://{Path(self._sockdir.name) / 'workers'}"
-        self.backend.bind(backend_endpoint)
+        self.dispatcher = Dispatcher(self._context, Path(self._sockdir.name), settings, artifact, metrics,
+                                     self.batcher, deliver=self._deliver, fail=self._fail)
         self.front = self._context.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.LINGER, 0)
         self.front.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
@@ -108,9 +86,6 @@ class Broker:
         if settings.curve_secret is not None:
             self._curve = CurveServer(settings.curve_secret, settings.curve_clients)
             self._curve.secure(self._context, self.front)
-        self.pool = WorkerPool(size=settings.workers, endpoint=backend_endpoint, model_path=artifact.model_path,
-                               inputs=tuple(manifest.inputs), device=settings.device,
-                               threads=settings.threads_per_worker, log_level=settings.log_level)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,17 +98,7 @@ class Broker:
             raise
 
     def _start(self) -> None:
-        self.pool.start()
-        deadline = time.monotonic() + self.settings.worker_start_timeout_s
-        while not all(w.ready for w in self.pool.workers.values()):
-            if time.monotonic() > deadline:
-                raise StartupError(f"workers did not load the model within {self.settings.worker_start_timeout_s}s")
-            if self.backend.poll(100):
-                self._on_worker_message(self.backend, self.backend.recv_multipart())
-            dead = self.pool.reap()
-            if dead:
-                raise StartupError(f"worker {dead[0].index} exited while loading the model "
-                                   f"(exit code {dead[0].process.exitcode})")
+        self.dispatcher.start()
         try:
             self.front.bind(self.settings.endpoint)
         except zmq.ZMQError as exc:
@@ -144,7 +109,7 @@ class Broker:
             except OSError as exc:
                 raise StartupError(f"cannot serve metrics on {self.settings.bind}:{self.settings.metrics_port}: "
                                    f"{exc.strerror}") from None
-        self.metrics.workers.set(self.pool.size)
+        self.metrics.workers.set(self.settings.workers)
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -155,7 +120,7 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.internal, zmq.POLLIN)
-        poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.dispatcher.backend, zmq.POLLIN)
         drain_deadline = None
         last_check = time.monotonic()
         while True:
@@ -167,15 +132,17 @@ class Broker:
             if drain_deadline is not None and (not self.pending or now >= drain_deadline):
                 break
             events = dict(poller.poll(self._poll_timeout_ms(now)))
-            if self.backend in events:
-                self._drain(self.backend, self._on_worker_message)
+            if self.dispatcher.backend in events:
+                self._drain(self.dispatcher.backend, lambda _sock, frames: self.dispatcher.on_message(frames))
             for sock in (self.front, self.internal):
                 if sock in events:
                     self._drain(sock, self._on_client_message)
             if time.monotonic() - last_check >= _TICK_S:
                 last_check = time.monotonic()
-                self._check_workers()
-            self._dispatch()
+                self.dispatcher.check_workers(replace=self._accepting)
+                self._expire_requests()
+            self.dispatcher.dispatch()
+            self._update_gauges()
         for request in list(self.pending):
             self._fail(request, ErrorCode.SHUTTING_DOWN, "the server shut down before this request finished")
         self.close()
@@ -184,14 +151,10 @@ class Broker:
         """Stop workers, close sockets and the metrics endpoint. Idempotent."""
         if self._context.closed:
             return
-        for worker in self.pool.workers.values():
-            if worker.identity is not None:
-                self.backend.send_multipart([worker.identity, STOP])
-        self.pool.stop()
+        self.dispatcher.stop()
         self.metrics.close()
         self.front.close()
         self.internal.close()
-        self.backend.close()
         if self._curve is not None:
             self._curve.stop()
         self._context.term()
@@ -300,70 +263,7 @@ class Broker:
         self._error(request.socket, request.envelope, request.id, code, message)
         self._update_gauges()
 
-    # ------------------------------------------------------------------ workers
-
-    def _dispatch(self) -> None:
-        now = time.monotonic()
-        for worker in self.pool.idle_workers():
-            batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)
-            if batch is None:
-                break
-            self._send(worker, batch)
-        self._update_gauges()
-
-    def _send(self, worker: WorkerHandle, batch: Batch) -> None:
-        outputs = sorted({item.owner.source for item in batch.items})
-        flight = InFlight(next(self._batch_ids), batch, outputs, worker, time.monotonic())
-        for item in batch.items:
-            item.attempts += 1
-        ids = np.concatenate([item.payload for item in batch.items])
-        lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
-        worker.batch = flight
-        self.in_flight[flight.id] = flight
-        self.backend.send_multipart([worker.identity, BATCH, dumps({"batch": flight.id, "outputs": outputs}),
-                                     ids, lengths], copy=False)
-        oldest = min(item.enqueued_at for item in batch.items)
-        self.metrics.queue_wait.observe(time.monotonic() - oldest)
-        self.metrics.batch_size.observe(len(batch.items))
-        self.metrics.batch_tokens.observe(batch.padded_tokens)
-        self.metrics.padding_tokens.inc(batch.padded_tokens - batch.tokens)
-
-    def _on_worker_message(self, _sock: zmq.Socket, frames: list[bytes]) -> None:
-        identity, kind, body = frames[0], frames[1], frames[2:]
-        if kind == READY:
-            info = json.loads(body[0])
-            worker = next((w for w in self.pool.workers.values() if w.pid == info["pid"]), None)
-            if worker is None:
-                log.warning("READY from unknown worker pid %s", info.get("pid"))
-                return
-            worker.identity, worker.provider = identity, info["provider"]
-            log.info("worker %d ready: pid %d, provider %s", worker.index, worker.pid, worker.provider)
-            if self.settings.device == "cuda" and worker.provider != "CUDAExecutionProvider":
-                log.warning("worker %d asked for CUDA but got %s", worker.index, worker.provider)
-            return
-        if kind == FATAL:
-            message = json.loads(body[0])["message"]
-            if not all(w.ready for w in self.pool.workers.values()):
-                raise StartupError(f"a worker could not load the model: {message}")
-            log.error("a replacement worker could not load the model: %s", message)
-            return
-        worker = self.pool.by_identity(identity)
-        header = json.loads(body[0])
-        flight = self.in_flight.pop(header.get("batch"), None)
-        if worker is not None:
-            worker.batch = None
-        if flight is None:
-            return  # a batch already given up on (its worker was declared dead)
-        if kind == FAILED:
-            log.error("batch %d failed in worker %d: %s", flight.id, flight.worker.index, header["message"])
-            for request in {item.owner for item in flight.batch.items}:
-                self._fail(request, ErrorCode.WORKER_FAILED, f"the model failed on this request: {header['message']}")
-            return
-        if kind == RESULT:
-            self.metrics.inference_time.observe(header["run_s"])
-            arrays = {name: np.frombuffer(buf, dtype=np.float32).reshape(shape)
-                      for name, buf, shape in zip(flight.outputs, body[1:], header["arrays"])}
-            self._deliver(flight, arrays)
+    # ------------------------------------------------------------------ results
 
     def _deliver(self, flight: InFlight, arrays: dict[str, np.ndarray]) -> None:
         token_offset = 0
@@ -383,28 +283,9 @@ class Broker:
             if request.done:
                 self._reply(request)
 
-    def _check_workers(self) -> None:
-        """Replace dead workers, kill stuck ones, and time out requests nobody will finish."""
+    def _expire_requests(self) -> None:
+        """Answer requests unanswered past the request timeout; nobody will finish them in time."""
         now = time.monotonic()
-        for flight in self.in_flight.values():
-            if now - flight.sent_at > self.settings.batch_timeout_s and flight.worker.process.is_alive():
-                log.error("worker %d stuck on batch %d for %.1fs; replacing it", flight.worker.index, flight.id,
-                          now - flight.sent_at)
-                flight.worker.process.kill()  # reaped, and its batch retried, on a later tick
-        for worker in self.pool.reap():
-            flight = worker.batch
-            if self._accepting:
-                self.metrics.worker_restarts.inc()
-                self.pool.replace(worker)
-            if not isinstance(flight, InFlight):
-                continue
-            self.in_flight.pop(flight.id, None)
-            retry = [item for item in flight.batch.items if item.attempts < _MAX_ATTEMPTS and not item.owner.failed]
-            if retry:
-                log.warning("retrying %d texts of the dead worker %d's batch", len(retry), worker.index)
-                self.batcher.requeue(retry)
-            for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
-                self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
         expired = []
         for request in self.pending:  # oldest first: stop at the first one still in time
             if now - request.received_at <= self.settings.request_timeout_s:
@@ -417,14 +298,14 @@ class Broker:
     def _poll_timeout_ms(self, now: float) -> int:
         timeout = _TICK_S
         deadline = self.batcher.deadline()
-        if deadline is not None and self.pool.idle_workers():
+        if deadline is not None and self.dispatcher.has_idle_worker():
             timeout = min(timeout, max(0.0, deadline - now))
         return max(0, int(timeout * 1000))
 
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.batcher))
         self.metrics.in_flight.set(self._pending_texts)
-        self.metrics.busy_workers.set(len(self.in_flight))
+        self.metrics.busy_workers.set(len(self.dispatcher.in_flight))
 
     # ------------------------------------------------------------------ status
 
@@ -441,9 +322,8 @@ class Broker:
             "normalize": manifest.normalize,
             "precision": manifest.precision,
             "device": self.settings.device,
-            "workers": [{"index": w.index, "pid": w.pid, "provider": w.provider, "ready": w.ready,
-                         "busy": w.batch is not None} for w in self.pool.workers.values()],
-            "worker_restarts": self.pool.restarts,
+            "workers": self.dispatcher.worker_status(),
+            "worker_restarts": self.dispatcher.pool.restarts,
             "queue_depth": len(self.batcher),
             "in_flight_requests": len(self.pending),
             "uptime_s": round(time.monotonic() - self._started, 3),
