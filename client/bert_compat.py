@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from .client import Client
-from .codec import assemble, build_chunks
-from .protocol import PROTOCOL_VERSION, EncodeOptions, Output
+from .protocol import PROTOCOL_VERSION
 
 __all__ = ["BertClient"]
 
@@ -237,13 +236,7 @@ class BertClient:
     # ------------------------------------------------------------------ internals
 
     def _encode(self, texts: list[Any], is_tokenized: bool, show_tokens: bool) -> tuple[Any, list | None]:
-        if is_tokenized:
-            # Client.encode takes strings; word lists go through the same chunking and reply reading.
-            options = EncodeOptions(Output.SENTENCE, show_tokens=show_tokens, is_tokenized=True)
-            chunks = build_chunks(texts, options, self._client.max_texts_per_request)
-            result = assemble(chunks, self._client._call(chunks), options)
-        else:
-            result = self._client.encode(texts, show_tokens=show_tokens)
+        result = self._client.encode(texts, show_tokens=show_tokens, is_tokenized=is_tokenized)
         vectors, tokens = result if show_tokens else (result, None)
         return self.formatter(vectors), tokens
 

@@ -85,12 +85,13 @@ class Client:
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str] | Sequence[Sequence[str]],
         *,
         output: str = "sentence",
         normalize: bool | None = None,
         truncate: bool = True,
         show_tokens: bool = False,
+        is_tokenized: bool = False,
     ) -> EncodeResult:
         """Embed ``texts``.
 
@@ -99,10 +100,11 @@ class Client:
         With ``show_tokens=True`` returns ``(vectors, tokens)``, ``tokens`` holding
         each text's word pieces. ``normalize=None`` keeps the model's choice;
         ``truncate=False`` makes an over-long text fail with ``text_too_long``.
-        Wrong input raises :class:`InvalidRequest` before anything is sent.
+        ``is_tokenized=True`` takes each text as a list of words, split into word
+        pieces but never re-split. Wrong input raises :class:`InvalidRequest` before anything is sent.
         """
-        texts = check_texts(texts)
-        options = check_options(output, normalize, truncate, show_tokens)
+        options = check_options(output, normalize, truncate, show_tokens, is_tokenized)
+        texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, self._call(chunks), options)
 

@@ -121,28 +121,34 @@ def check_endpoints(endpoint: str | Sequence[str]) -> list[str]:
     return endpoints
 
 
-def check_texts(texts: Any) -> list[str]:
-    """``texts`` as a list of str, or :class:`InvalidRequest` naming the offending index and type."""
+def check_texts(texts: Any, is_tokenized: bool = False) -> list[str] | list[list[str]]:
+    """``texts`` as a list of str (or, ``is_tokenized``, of word lists), or :class:`InvalidRequest`
+    naming the offending index and type."""
     if isinstance(texts, (str, bytes, bytearray, memoryview)) or not isinstance(texts, (Sequence, np.ndarray)):
         # A bare str would otherwise be encoded one character at a time.
         raise InvalidRequest(f"texts must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
+        if is_tokenized:
+            if isinstance(text, str) or not isinstance(text, Sequence) or not all(isinstance(w, str) for w in text):
+                raise InvalidRequest(f"texts[{index}] must be a list of words (strings) with is_tokenized=True",
+                                     index=index)
+        elif not isinstance(text, str):
             raise InvalidRequest(f"texts[{index}] is {type(text).__name__}, expected a string", index=index)
-    return texts
+    return [list(t) for t in texts] if is_tokenized else texts
 
 
-def check_options(output: Any, normalize: Any, truncate: Any, show_tokens: Any) -> EncodeOptions:
+def check_options(output: Any, normalize: Any, truncate: Any, show_tokens: Any,
+                  is_tokenized: Any = False) -> EncodeOptions:
     """The options of ``encode`` checked before anything is sent."""
     if not isinstance(output, str) or output not in {o.value for o in Output}:
         raise InvalidRequest(f"output must be one of {[o.value for o in Output]}, got {output!r}")
     if normalize is not None and not isinstance(normalize, bool):
         raise InvalidRequest(f"normalize must be True, False or None, got {normalize!r}")
-    for name, value in (("truncate", truncate), ("show_tokens", show_tokens)):
+    for name, value in (("truncate", truncate), ("show_tokens", show_tokens), ("is_tokenized", is_tokenized)):
         if not isinstance(value, bool):
             raise InvalidRequest(f"{name} must be True or False, got {value!r}")
-    return EncodeOptions(Output(output), normalize, truncate, show_tokens)
+    return EncodeOptions(Output(output), normalize, truncate, show_tokens, is_tokenized)
 
 
 def check_timeout(timeout: float | None) -> float | None:
@@ -157,7 +163,7 @@ def check_chunk_size(max_texts_per_request: int) -> int:
     return max_texts_per_request
 
 
-def build_chunks(texts: list[str], options: EncodeOptions, size: int) -> list[Chunk]:
+def build_chunks(texts: list[str] | list[list[str]], options: EncodeOptions, size: int) -> list[Chunk]:
     """The requests of one ``encode`` call; an empty list is still one request (the server knows dim)."""
     chunks = []
     for offset in range(0, max(len(texts), 1), size):

@@ -222,3 +222,13 @@ def test_status_reports_the_server(server):
     assert all(isinstance(w["pid"], int) for w in status["workers"])
     assert status["model"]["manifest"]["precision"] == "fp32"
     assert status["uptime_s"] > 0 and status["queue_depth"] == 0
+
+
+def test_client_sends_pretokenized_input(server, reference):
+    with server.client() as client:
+        vectors, pieces = client.encode([["hello", "world"], ["New-York"]], is_tokenized=True, show_tokens=True)
+        with pytest.raises(InvalidRequest) as info:
+            client.encode(["not", "word lists"], is_tokenized=True)
+    np.testing.assert_allclose(vectors[0], reference.run("hello world", "sentence_embedding"), atol=2e-5)
+    assert pieces[1] == ["[CLS]", "new", "-", "york", "[SEP]"]
+    assert info.value.index == 0
