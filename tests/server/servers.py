@@ -8,8 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import zmq
 
 from zeroembed.client import Client, ZeroEmbedError
 
@@ -91,3 +95,18 @@ def wait_ready(server: RunningServer, timeout: float = 120.0) -> None:
             return
     server.stop()
     raise AssertionError(f"server did not become ready:\n{server.log()}")
+
+
+@contextmanager
+def raw_socket(endpoint: str, kind: int = zmq.DEALER, timeout_ms: int = 5000) -> Iterator[zmq.Socket]:
+    """A bare ZeroMQ socket connected to a server, for speaking the wire protocol by hand; always closed."""
+    context = zmq.Context()
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    sock.connect(endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        context.term()

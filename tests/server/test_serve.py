@@ -16,6 +16,8 @@ from tokenizers import Tokenizer
 from zeroembed.client import InvalidRequest
 from zeroembed.client.protocol import EncodeOptions, decode_reply, encode_request
 
+from .servers import raw_socket
+
 TEXTS = [
     "hello world",
     "The quick brown fox jumps over the lazy dog.",
@@ -135,16 +137,11 @@ def test_limits_name_themselves(server):
 
 
 def test_garbage_frames_get_errors_and_the_server_serves_on(server):
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect(server.endpoint)
-    try:
-        garbage = [[b"\xff\xfe"], [b"{}"], [b"[1,2]", b"x"], [b'{"v":99,"id":"a","op":"encode"}', b"[]"],
-                   [b'{"v":1,"id":"b","op":"encode"}', b'["ok", 5]'],
-                   [b'{"v":1,"id":"c","op":"encode","normalize":"yes"}', b'["ok"]'],
-                   [b'{"v":1,"id":"d","op":"explode"}'], [b"x", b"y", b"z"]]
+    garbage = [[b"\xff\xfe"], [b"{}"], [b"[1,2]", b"x"], [b'{"v":99,"id":"a","op":"encode"}', b"[]"],
+               [b'{"v":1,"id":"b","op":"encode"}', b'["ok", 5]'],
+               [b'{"v":1,"id":"c","op":"encode","normalize":"yes"}', b'["ok"]'],
+               [b'{"v":1,"id":"d","op":"explode"}'], [b"x", b"y", b"z"]]
+    with raw_socket(server.endpoint) as sock:
         codes = []
         for frames in garbage:
             sock.send_multipart(frames)
@@ -155,44 +152,15 @@ def test_garbage_frames_get_errors_and_the_server_serves_on(server):
         sock.send_multipart(encode_request("ok-1", ["hello world"], EncodeOptions()))
         reply = decode_reply(sock.recv_multipart())
         assert reply.ok and reply.id == "ok-1" and reply.arrays[0].shape == (1, 384)
-    finally:
-        sock.close()
-        context.term()
     with server.client() as client:
         assert client.encode(["still serving"]).shape == (1, 384)
 
 
 def test_a_req_socket_client_is_answered_too(server):
-    context = zmq.Context()
-    sock = context.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect(server.endpoint)
-    try:
+    with raw_socket(server.endpoint, zmq.REQ) as sock:
         sock.send_multipart(encode_request("req-1", ["hello world"], EncodeOptions()))
         reply = decode_reply(sock.recv_multipart())
-    finally:
-        sock.close()
-        context.term()
     assert reply.ok and reply.arrays[0].shape == (1, 384)
-
-
-def test_pretokenized_input_is_taken_as_given(server, reference):
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect(server.endpoint)
-    try:
-        options = EncodeOptions(is_tokenized=True, show_tokens=True)
-        sock.send_multipart(encode_request("tok-1", [["hello", "world"], ["New-York"]], options))
-        reply = decode_reply(sock.recv_multipart())
-    finally:
-        sock.close()
-        context.term()
-    assert reply.ok, reply.error
-    np.testing.assert_allclose(reply.arrays[0][0], reference.run("hello world", "sentence_embedding"), atol=2e-5)
-    assert reply.header["tokens"][1] == ["[CLS]", "new", "-", "york", "[SEP]"]
 
 
 def test_metrics_count_requests_batches_and_errors(server):
