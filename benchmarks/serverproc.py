@@ -1,4 +1,4 @@
-"""A `zeroembed serve` subprocess on free loopback ports, for the compare; always stopped."""
+"""A `zeroembed serve` subprocess on free loopback ports, for the compare (and the tests); always stopped."""
 
 from __future__ import annotations
 
@@ -9,13 +9,48 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from zeroembed.client import Client, ZeroEmbedError
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_ready(process: subprocess.Popen, client: Client, timeout: float, log: Callable[[], str]) -> dict:
+    """Ask ``client`` for the server's status until it answers; return it. RuntimeError (with the
+    server's log) if the process exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"zeroembed serve exited with {process.returncode}:\n{log()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"zeroembed serve did not become ready in {timeout}s:\n{log()}")
+        try:
+            return client.status()
+        except ZeroEmbedError:
+            continue
+
+
+def terminate(process: subprocess.Popen, worker_pids: list[int], timeout: float = 15.0) -> int:
+    """SIGTERM and wait; SIGKILL if it lingers; never leave a worker behind. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    for pid in worker_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return process.returncode
 
 
 class ServerProcess:
@@ -61,46 +96,22 @@ class ServerProcess:
         self.stop()
 
     def start(self) -> None:
-        from zeroembed.client import Client, ZeroEmbedError
-
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.ready_timeout
         try:
             with Client(self.endpoint, timeout=1.0) as client:
-                while True:
-                    if self.process.poll() is not None:
-                        raise RuntimeError(f"zeroembed serve exited with {self.process.returncode}:\n{self.log()}")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"zeroembed serve did not become ready in {self.ready_timeout}s:\n"
-                                           f"{self.log()}")
-                    try:
-                        self.status = client.status()
-                    except ZeroEmbedError:
-                        continue
-                    self.worker_pids = [w["pid"] for w in self.status.get("workers", []) if w.get("pid")]
-                    return
+                self.status = wait_until_ready(self.process, client, self.ready_timeout, self.log)
         except BaseException:
             self.stop()
             raise
+        self.worker_pids = [w["pid"] for w in self.status.get("workers", []) if w.get("pid")]
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it lingers; never leave a worker behind."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        for pid in self.worker_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        code = terminate(self.process, self.worker_pids, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
     def cleanup_log(self) -> None:
         try:

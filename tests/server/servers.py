@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,13 +12,10 @@ from pathlib import Path
 
 import zmq
 
-from zeroembed.client import Client, ZeroEmbedError
+from zeroembed.benchmarks.serverproc import free_port, terminate, wait_until_ready
+from zeroembed.client import Client
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["RunningServer", "free_port", "raw_socket", "start_server", "wait_ready"]
 
 
 @dataclass
@@ -51,19 +45,7 @@ class RunningServer:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait; kill as a last resort (the test then fails on the exit code)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        for pid in self.worker_pids:  # never leave a worker behind, even when a test failed
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return self.process.returncode
+        return terminate(self.process, self.worker_pids, timeout)
 
 
 def start_server(artifact: Path, tmp_path: Path, *args: str, env: dict | None = None,
@@ -82,19 +64,14 @@ def start_server(artifact: Path, tmp_path: Path, *args: str, env: dict | None = 
 
 
 def wait_ready(server: RunningServer, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    with server.client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
-            try:
-                status = client.status()
-            except ZeroEmbedError:
-                continue
-            server.worker_pids = [w["pid"] for w in status["workers"]]
-            return
-    server.stop()
-    raise AssertionError(f"server did not become ready:\n{server.log()}")
+    """Wait until the server answers status; on failure stop it and fail with its log."""
+    try:
+        with server.client(timeout=1.0) as client:
+            status = wait_until_ready(server.process, client, timeout, server.log)
+    except RuntimeError as exc:
+        server.stop()
+        raise AssertionError(str(exc)) from None
+    server.worker_pids = [w["pid"] for w in status["workers"]]
 
 
 @contextmanager
