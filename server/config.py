@@ -47,10 +47,11 @@ def cuda_available() -> bool:
 
 # Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
 # On CPU small batches win: one ORT session using every core runs batches of
-# a few texts faster per text than large padded ones.
+# a few texts faster per text than large padded ones (batch 4 beat 8, 16 and 64
+# in process and through the server: benchmarks/RESULTS.md).
 # Padding costs a CPU its full price, while a GPU has parallelism to spare for it.
 _DEVICE_DEFAULTS: dict[Device, dict[str, int | float]] = {
-    "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048, "max_padding": 0.2},
+    "cpu": {"workers": 1, "max_batch_size": 4, "max_batch_tokens": 2048, "max_padding": 0.2},
     "cuda": {"workers": 1, "max_batch_size": 256, "max_batch_tokens": 32768, "max_padding": 0.5},
 }
 
