@@ -142,7 +142,7 @@ class Broker:
                 self.dispatcher.check_workers(replace=self._accepting)
                 self._expire_requests()
             self.dispatcher.dispatch()
-            self._update_gauges()
+            self._update_gauges()  # once per turn: everything that moves the gauges happens in the turn
         for request in list(self.pending):
             self._fail(request, ErrorCode.SHUTTING_DOWN, "the server shut down before this request finished")
         self.close()
@@ -201,8 +201,7 @@ class Broker:
         if queued + len(texts) > self.settings.max_queue:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
                                                   f"{self.settings.max_queue}); retry later")
-        pending = PendingRequest.create(sock, envelope, request, options, self.artifact.manifest)
-        pending.received_at = received
+        pending = PendingRequest.create(sock, envelope, request, options, self.artifact.manifest, received)
         if not texts:
             self._reply(pending)
             return
@@ -235,7 +234,6 @@ class Broker:
                  payload=tokenized.ids[offsets[i]:offsets[i + 1]])
             for i in to_run
         )
-        self._update_gauges()
 
     def _reply(self, request: PendingRequest) -> None:
         self._forget(request)
@@ -261,7 +259,6 @@ class Broker:
         self._forget(request)
         self.batcher.remove_owner(request)
         self._error(request.socket, request.envelope, request.id, code, message)
-        self._update_gauges()
 
     # ------------------------------------------------------------------ results
 

@@ -26,9 +26,7 @@ def default_artifact(cache_dir: Path, device: str) -> Path:
     log.info("exporting the default model %s (%s) into %s, once", DEFAULT_MODEL_NAME, precision, target)
     try:
         export_model(None, target, precision=precision, log=log.info)
-    except ImportError as exc:  # the exporter is there, torch or the model package is not
-        raise ArtifactError(_no_exporter(cache_dir, exc)) from None
-    except ExportError as exc:
+    except ExportError as exc:  # a missing torch or model package arrives here too, with what to install
         if (target / "manifest.json").is_file():  # another server exported it meanwhile
             return target
         raise ArtifactError(f"could not export the default model: {exc}") from None

@@ -78,7 +78,7 @@ class PendingRequest:
     dim: int
     pieces: list[list[str]] | None = None
     num_tokens: int = 0
-    received_at: float = field(default_factory=time.monotonic)
+    received_at: float = field(default_factory=time.monotonic)  # when the broker read it
     failed: bool = False
     _sentences: np.ndarray | None = None
     _tokens: list[np.ndarray | None] = field(default_factory=list)
@@ -93,7 +93,7 @@ class PendingRequest:
 
     @classmethod
     def create(cls, socket: Any, envelope: list[bytes], request: Request, options: EncodeOptionsModel,
-               manifest: Manifest) -> PendingRequest:
+               manifest: Manifest, received_at: float) -> PendingRequest:
         """Decide which model output serves the request, and whether to normalise after."""
         want_normalized = manifest.normalize if options.normalize is None else options.normalize
         if options.output == Output.TOKENS:
@@ -106,7 +106,7 @@ class PendingRequest:
         else:
             source, renormalize = SENTENCE, want_normalized and not manifest.normalize
         return cls(socket=socket, envelope=envelope, id=request.id, count=len(request.texts), output=options.output,
-                   source=source, renormalize=renormalize, dim=manifest.hidden_size)
+                   source=source, renormalize=renormalize, dim=manifest.hidden_size, received_at=received_at)
 
     @property
     def done(self) -> bool:
