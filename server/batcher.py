@@ -44,25 +44,26 @@ class Batch:
 class Batcher:
     """A FIFO of texts that hands out length-grouped batches under a token budget.
 
-    ``max_padding`` bounds the fraction of a batch's padded tokens that are padding.
+    ``max_added_padding`` is how many padding tokens a text may add to the batch
+    it joins. A batch has a fixed cost (on CPU: reading every weight once, worth
+    a few tokens of work), so a text that would add more padding than that costs
+    more inside the batch than in another one of its own length.
 
     ``wait_s`` is how long a partial batch may wait for company while other
     batches are running; when nothing is running, a partial batch goes at once,
     so a lone request is never held back.
     """
 
-    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, wait_s: float, max_padding: float = 1.0,
-                 lookahead: int = 8) -> None:
+    def __init__(self, *, max_batch_tokens: int, max_batch_size: int, wait_s: float,
+                 max_added_padding: int | None = None, lookahead: int = 8) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_batch_tokens and max_batch_size must be positive")
-        if not 0.0 <= max_padding <= 1.0:
-            raise ValueError("max_padding is a fraction between 0 and 1")
+        if max_added_padding is not None and max_added_padding < 0:
+            raise ValueError("max_added_padding is a number of tokens, 0 or more")
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
-        # Padding is work thrown away: a text whose length would make more than this fraction
-        # of the batch padding waits for a batch of its own length instead.
-        self.max_padding = max_padding
+        self.max_added_padding = max_added_padding
         # How far past a full batch the batcher looks for texts of similar length.
         self._window = max_batch_size * lookahead
         self._queue: deque[Item] = deque()
@@ -109,10 +110,13 @@ class Batcher:
                 break
             new_width = max(width, item.length)
             padded = new_width * (len(chosen) + 1)
-            # Later candidates are further from the oldest's length, so the first misfit ends the batch.
-            if chosen and (padded > self.max_batch_tokens or padded - real - item.length > self.max_padding * padded):
+            added_padding = (padded - real - item.length) - (width * len(chosen) - real)
+            if chosen and (padded > self.max_batch_tokens or (
+                    self.max_added_padding is not None and added_padding > self.max_added_padding)):
+                # A misfit: the batch goes without it (waiting would not make it fit), and a text
+                # further along the list may still fit.
                 full = True
-                break
+                continue
             chosen.append(item)
             width, real = new_width, real + item.length
         if not full and len(chosen) == self.max_batch_size:

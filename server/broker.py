@@ -61,7 +61,8 @@ class Broker:
             )
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
         self.batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-                               wait_s=settings.batch_wait_ms / 1000, max_padding=settings.max_padding)
+                               wait_s=settings.batch_wait_ms / 1000,
+                               max_added_padding=settings.max_added_padding)
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.pending: dict[PendingRequest, None] = {}
         self._pending_texts = 0  # texts of ``pending``, kept as a count: checked on every request
@@ -328,7 +329,8 @@ class Broker:
             "curve": self._curve is not None,
             "batching": {"max_batch_tokens": self.settings.max_batch_tokens,
                          "max_batch_size": self.settings.max_batch_size,
-                         "max_padding": self.settings.max_padding, "batch_wait_ms": self.settings.batch_wait_ms,
+                         "max_added_padding": self.settings.max_added_padding,
+                         "batch_wait_ms": self.settings.batch_wait_ms,
                          "max_queue": self.settings.max_queue},
             "pid": os.getpid(),
         }

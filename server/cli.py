@@ -24,7 +24,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--threads-per-worker", int, "ONNX Runtime threads per worker (default: cores / workers on CPU)"),
     ("--max-batch-tokens", int, "token budget per batch: size × longest sequence (default: per device)"),
     ("--max-batch-size", int, "texts per batch at most (default: per device)"),
-    ("--max-padding", float, "most of a batch that may be padding, 0-1 (default: 0.2 on CPU, 0.5 on CUDA)"),
+    ("--max-added-padding", int, "padding tokens a text may add to the batch it joins; one that would add more "
+                                 "waits for a batch nearer its length (default: 4 on CPU, 1024 on CUDA)"),
     ("--batch-wait-ms", float, "how long a partial batch waits for company while others run (default 2)"),
     ("--max-queue", int, "texts accepted and not yet answered, at most; past it: ServerBusy (default 20000)"),
     ("--max-texts-per-request", int, "texts per request at most (default 2048)"),

@@ -27,6 +27,11 @@ class Tokenized:
         return len(self.offsets) - 1
 
 
+# Below this many texts, tokenizing in the calling thread beats the library's thread pool: waking its
+# threads costs more than a few texts take (and on a small machine they would preempt the model's threads).
+_PARALLEL_FROM = 64
+
+
 class TextTokenizer:
     """The artifact's tokenizer, truncating at the model's maximum length and never padding.
 
@@ -42,12 +47,15 @@ class TextTokenizer:
 
     def encode(self, texts: list[str] | list[list[str]], *, pieces: bool = False,
                pretokenized: bool = False) -> Tokenized:
-        """Tokenize ``texts`` in one batch call (the library runs it on its own threads).
+        """Tokenize ``texts``; a large request in one batch call on the library's own threads.
 
         With ``pretokenized``, each text is a list of words taken as given: only
         split into word pieces, never re-split on spaces or punctuation.
         """
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=pretokenized)
+        if len(texts) >= _PARALLEL_FROM:
+            encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=pretokenized)
+        else:
+            encodings = [self._tokenizer.encode(text, is_pretokenized=pretokenized) for text in texts]
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])

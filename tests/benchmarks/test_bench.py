@@ -82,6 +82,12 @@ def test_compare_quick_end_to_end(default_artifact: Path, tmp_path: Path, capsys
     int8 = next(r for r in results["rows"] if r["kind"] == "int8")
     assert 0.9 < int8["cosine_to_fp32"]["min"] <= int8["cosine_to_fp32"]["mean"] <= 1.0001
     assert len(results["targets"]) == 3 and all(t["passed"] in (True, False) for t in results["targets"])
+    # The headline rows ran again in interleaved rounds, and the targets are judged on those medians.
+    assert {name: len(v) for name, v in results["rounds"].items()} == {"ort": 2, "st": 2, "server_c8": 2}
+    median_ort = next(r for r in results["rows"] if r["kind"] == "round_ort")
+    assert sorted(median_ort["rounds"]) == sorted(results["rounds"]["ort"])
+    c8 = next(r for r in results["rows"] if r["kind"] == "round_server_c8")
+    assert results["ratios"]["server_c8 / ort_best"] == pytest.approx(c8["texts_per_s"] / median_ort["texts_per_s"])
     printed = capsys.readouterr().out
     assert "PASS" in printed or "FAIL" in printed
     assert "% ceiling" in printed

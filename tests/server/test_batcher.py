@@ -88,23 +88,34 @@ def test_requeue_and_remove_owner():
     assert len(batcher) == 1
 
 
-def test_padding_bound_splits_mixed_lengths():
-    batcher = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0, max_padding=0.2)
-    batcher.add(items([10, 200, 30, 50, 256, 15, 80, 12]))
+def test_added_padding_bound_splits_mixed_lengths():
+    batcher = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0, max_added_padding=4)
+    batcher.add(items([10, 200, 30, 11, 256, 9, 80, 15]))
     batches = []
     while (batch := batcher.next_batch(0.0, pipeline_idle=True)) is not None:
         batches.append(sorted(i.length for i in batch.items))
-        assert batch.padded_tokens - batch.tokens <= 0.2 * batch.padded_tokens
-    assert batches[0] == [10, 12, 15]  # the oldest text's neighbours in length, not everything queued
-    assert sorted(n for b in batches for n in b) == [10, 12, 15, 30, 50, 80, 200, 256]
-    # Without the bound, all eight would ride together padded to 256: 75% padding.
-    unbounded = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0)
-    unbounded.add(items([10, 200, 30, 50, 256, 15, 80, 12]))
+    # 10 takes 11 (+1 padding) and 9 (+2); 15 would pad the three of them by 4 each: it waits.
+    assert batches[0] == [9, 10, 11]
+    assert sorted(n for b in batches for n in b) == [9, 10, 11, 15, 30, 80, 200, 256]
+    assert all(len(b) == 1 for b in batches[1:])  # none of the others is within 4 tokens of another
+    # Without the bound, all of them would ride together padded to 256.
+    unbounded = Batcher(max_batch_tokens=4096, max_batch_size=16, wait_s=0.0)
+    unbounded.add(items([10, 200, 30, 11, 256, 9, 80, 15]))
     assert len(unbounded.next_batch(0.0, pipeline_idle=True).items) == 8
+
+
+def test_added_padding_counts_every_text_padded_to_a_longer_one():
+    # Two texts of 20: a 22 would add 2 tokens to each of them (4), a 19 only 1 to itself.
+    batcher = Batcher(max_batch_tokens=4096, max_batch_size=8, wait_s=0.0, max_added_padding=3)
+    batcher.add(items([20, 20, 22, 19]))
+    first = batcher.next_batch(0.0, pipeline_idle=True)
+    assert sorted(i.length for i in first.items) == [19, 20, 20]
+    assert first.padded_tokens - first.tokens == 1
+    assert [i.length for i in batcher.next_batch(0.0, pipeline_idle=True).items] == [22]
 
 
 def test_rejects_nonsense_limits():
     with pytest.raises(ValueError):
         Batcher(max_batch_tokens=0, max_batch_size=1, wait_s=0)
     with pytest.raises(ValueError):
-        Batcher(max_batch_tokens=10, max_batch_size=1, wait_s=0, max_padding=1.5)
+        Batcher(max_batch_tokens=10, max_batch_size=1, wait_s=0, max_added_padding=-1)
