@@ -296,7 +296,7 @@ class Broker:
     def _poll_timeout_ms(self, now: float) -> int:
         timeout = _TICK_S
         deadline = self.batcher.deadline()
-        if deadline is not None and self.dispatcher.has_idle_worker():
+        if deadline is not None and self.dispatcher.has_room():
             timeout = min(timeout, max(0.0, deadline - now))
         return max(0, int(timeout * 1000))
 

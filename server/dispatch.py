@@ -31,6 +31,9 @@ from .worker import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 2  # a text lost with its worker is retried once
+# Batches a worker holds at once: one running and one waiting in its socket, so that it starts the
+# next batch the moment it finishes one instead of waiting a round trip through the broker.
+_DEPTH = 2
 
 
 class StartupError(Exception):
@@ -45,7 +48,7 @@ class InFlight:
     batch: Batch
     outputs: list[str]
     worker: WorkerHandle
-    sent_at: float
+    running_since: float  # when sent, or for a batch queued behind another, when that one finished
 
 
 Deliver = Callable[[InFlight, dict[str, np.ndarray]], None]
@@ -94,13 +97,14 @@ class Dispatcher:
         self.pool.stop()
         self.backend.close()
 
-    def has_idle_worker(self) -> bool:
-        return bool(self.pool.idle_workers())
+    def has_room(self) -> bool:
+        """Whether some worker can take a batch now."""
+        return bool(self.pool.with_room(_DEPTH))
 
     def dispatch(self) -> None:
-        """Give every idle worker the batch the batcher says should run now, if any."""
+        """Send the batches the batcher says should run now to the workers with room, idle ones first."""
         now = time.monotonic()
-        for worker in self.pool.idle_workers():
+        for worker in self.pool.with_room(_DEPTH):
             batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)
             if batch is None:
                 break
@@ -108,12 +112,12 @@ class Dispatcher:
 
     def _send(self, worker: WorkerHandle, batch: Batch) -> None:
         outputs = sorted({item.owner.source for item in batch.items})
-        flight = InFlight(next(self._batch_ids), batch, outputs, worker, time.monotonic())
+        flight = InFlight(next(self._batch_ids), batch, outputs, worker, running_since=time.monotonic())
         for item in batch.items:
             item.attempts += 1
         ids = np.concatenate([item.payload for item in batch.items])
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
-        worker.batch = flight
+        worker.batches.append(flight)
         self.in_flight[flight.id] = flight
         self.backend.send_multipart([worker.identity, BATCH, dumps({"batch": flight.id, "outputs": outputs}),
                                      ids, lengths], copy=False)
@@ -147,7 +151,9 @@ class Dispatcher:
         header = json.loads(body[0])
         flight = self.in_flight.pop(header.get("batch"), None)
         if worker is not None:
-            worker.batch = None
+            worker.batches = [f for f in worker.batches if f is not flight]
+            if worker.batches:  # the next one starts now
+                worker.batches[0].running_since = time.monotonic()
         if flight is None:
             return  # a batch already given up on (its worker was declared dead)
         if kind == FAILED:
@@ -164,27 +170,35 @@ class Dispatcher:
         """Kill workers stuck past the batch deadline; reap dead ones, retry their texts once,
         and start replacements when ``replace`` (not while shutting down)."""
         now = time.monotonic()
-        for flight in self.in_flight.values():
-            if now - flight.sent_at > self.settings.batch_timeout_s and flight.worker.process.is_alive():
-                log.error("worker %d stuck on batch %d for %.1fs; replacing it", flight.worker.index, flight.id,
-                          now - flight.sent_at)
-                flight.worker.process.kill()  # reaped, and its batch retried, on a later tick
+        for worker in self.pool.workers.values():
+            running = worker.batches[0] if worker.batches else None
+            if running and now - running.running_since > self.settings.batch_timeout_s and worker.process.is_alive():
+                log.error("worker %d stuck on batch %d for %.1fs; replacing it", worker.index, running.id,
+                          now - running.running_since)
+                worker.process.kill()  # reaped, and its batches retried, on a later tick
         for worker in self.pool.reap():
-            flight = worker.batch
             if replace:
                 self.metrics.worker_restarts.inc()
                 self.pool.replace(worker)
-            if not isinstance(flight, InFlight):
-                continue
-            self.in_flight.pop(flight.id, None)
-            retry = [item for item in flight.batch.items if item.attempts < _MAX_ATTEMPTS and not item.owner.failed]
-            if retry:
-                log.warning("retrying %d texts of the dead worker %d's batch", len(retry), worker.index)
-                self.batcher.requeue(retry)
-            for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
-                self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
+            # Newest first: requeueing puts texts at the head of the queue, so the oldest ends up first.
+            for position, flight in reversed(list(enumerate(worker.batches))):
+                self.in_flight.pop(flight.id, None)
+                if position > 0:  # still waiting in the dead worker's socket: it never ran, no attempt spent
+                    for item in flight.batch.items:
+                        item.attempts -= 1
+                self._retry(worker, flight)
+            worker.batches = []
+
+    def _retry(self, worker: WorkerHandle, flight: InFlight) -> None:
+        """Requeue the texts of a batch lost with its worker, or fail their requests after the last attempt."""
+        retry = [item for item in flight.batch.items if item.attempts < _MAX_ATTEMPTS and not item.owner.failed]
+        if retry:
+            log.warning("retrying %d texts of the dead worker %d's batch %d", len(retry), worker.index, flight.id)
+            self.batcher.requeue(retry)
+        for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
+            self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
 
     def worker_status(self) -> list[dict]:
         """One entry per configured worker, for the server's status."""
-        return [{"index": w.index, "pid": w.pid, "provider": w.provider, "ready": w.ready, "busy": w.batch is not None}
-                for w in self.pool.workers.values()]
+        return [{"index": w.index, "pid": w.pid, "provider": w.provider, "ready": w.ready, "busy": bool(w.batches),
+                 "batches": len(w.batches)} for w in self.pool.workers.values()]

@@ -28,7 +28,8 @@ class WorkerHandle:
     process: BaseProcess
     identity: bytes | None = None  # its socket identity, known once it says READY
     provider: str | None = None
-    batch: object | None = None  # the batch it is running, if any
+    # Batches sent to it, oldest first: the first is running, the others wait in its socket.
+    batches: list = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -41,7 +42,7 @@ class WorkerHandle:
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.batch is None
+        return self.ready and not self.batches
 
 
 class WorkerPool:
@@ -74,14 +75,16 @@ class WorkerPool:
     def by_identity(self, identity: bytes) -> WorkerHandle | None:
         return next((w for w in self.workers.values() if w.identity == identity), None)
 
-    def idle_workers(self) -> list[WorkerHandle]:
-        return [w for w in self.workers.values() if w.idle]
+    def with_room(self, depth: int) -> list[WorkerHandle]:
+        """Ready workers holding fewer than ``depth`` batches, the least loaded first."""
+        return sorted((w for w in self.workers.values() if w.ready and len(w.batches) < depth),
+                      key=lambda w: len(w.batches))
 
     def busy_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.batch is not None)
+        return sum(1 for w in self.workers.values() if w.batches)
 
     def reap(self) -> list[WorkerHandle]:
-        """Find workers that died; return them (with the batch they held)."""
+        """Find workers that died; return them (with the batches they held)."""
         dead = [w for w in self.workers.values() if not w.process.is_alive()]
         for worker in dead:
             worker.process.join(0)

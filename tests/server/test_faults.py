@@ -92,6 +92,40 @@ def test_stuck_worker_is_replaced_and_its_batch_retried(default_artifact, tmp_pa
         assert server.stop() == 0, server.log()
 
 
+def test_frozen_worker_holding_two_batches_loses_neither(default_artifact, tmp_path):
+    # One worker holds a running batch and the next one queued in its socket; both come back after
+    # the broker replaces it, including the queued one that never ran.
+    server = start_server(default_artifact, tmp_path, "--workers", "1", "--batch-timeout-s", "1",
+                          "--max-added-padding", "0")
+    try:
+        (before,) = ready_pids(server)
+        short, long_ = "short text", "a much longer text " * 20  # never in one batch: padding bound 0
+        with server.client(timeout=30) as client:
+            expected = client.encode([short, long_])
+        os.kill(before, signal.SIGSTOP)
+        results: dict = {}
+
+        def send(name: str, texts: list[str]) -> None:
+            with server.client(timeout=30) as client:
+                results[name] = client.encode(texts)
+
+        threads = [threading.Thread(target=send, args=(name, [text])) for name, text in (("a", short), ("b", long_))]
+        for thread in threads:
+            thread.start()
+        with server.client(timeout=5) as client:
+            wait_for(lambda: any(w["batches"] == 2 for w in client.status()["workers"]), timeout=5, interval=0.02)
+        for thread in threads:
+            thread.join(60)
+        np.testing.assert_allclose(results["a"][0], expected[0], atol=1e-5)
+        np.testing.assert_allclose(results["b"][0], expected[1], atol=1e-5)
+        pids = wait_for(lambda: (p := ready_pids(server)) and before not in p and p, timeout=20)
+        server.worker_pids = pids + [before]
+    finally:
+        if _alive(before):
+            os.kill(before, signal.SIGCONT)
+        assert server.stop() == 0, server.log()
+
+
 def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
     server = start_server(default_artifact, tmp_path, "--workers", "1", "--request-timeout-s", "1")
     pids = ready_pids(server)
