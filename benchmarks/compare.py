@@ -9,7 +9,8 @@ Rows (rates include tokenization everywhere):
     concurrency 1, 8 and 32 with 8 texts per request, each run sending the whole corpus once;
 (d) ONNX Runtime in process on the int8 artifact, with its cosine to fp32.
 
-Then (e) the headline rows again — ORT and sentence-transformers at their best
+One short text's round trip through the server is timed in blocks alternating
+with the same text in process. Then (e) the headline rows again — ORT and sentence-transformers at their best
 batch size, the server at 8 clients — in interleaved rounds, and the targets,
 each PASS or FAIL, on the rounds' medians. On a shared or throttled machine the
 speed of the cores drifts over tens of seconds; rows measured minutes apart
@@ -29,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
 from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengths
@@ -181,9 +184,7 @@ class Compare:
             out, seconds = timed(encoder.encode, texts, bs)
             vectors = out if vectors is None else vectors
             self._row("ORT fp32 in process", f"batch {bs}, length-sorted", seconds, kind="ort", batch=bs)
-        # Single-text latency in process: the floor the server's round trip is held to.
-        self.results["single_text_inprocess_ms"] = latency_p50(lambda: encoder.encode_one(SHORT_TEXT),
-                                                               self.plan["latency_iters"])
+        self.encode_one = lambda: encoder.encode_one(SHORT_TEXT)  # the latency floor, measured with the server's
         self.ort_vectors = vectors
         best = self._best("ort")["batch"]
         self.contenders = {"ort": (f"batch {best}, length-sorted", lambda: encoder.encode(texts, best))}
@@ -251,8 +252,7 @@ class Compare:
             with Client(server.endpoint, timeout=60) as client:
                 got = client.encode(texts[:64])
                 self.results["server_cosine_to_ort_fp32"] = cosine_stats(got, self.ort_vectors[:64])
-                self.results["single_text_server_ms"] = latency_p50(lambda: client.encode([SHORT_TEXT]),
-                                                                    self.plan["latency_iters"])
+                self._single_text_latency(lambda: client.encode([SHORT_TEXT]))
             for conc in self.plan["concurrency"]:
                 run = self._server_load(server, texts, conc, label=f"server c={conc}")
                 srv = run.get("server") or {}
@@ -267,6 +267,21 @@ class Compare:
             self._stop(server)
             raise
         return server
+
+    def _single_text_latency(self, server_call) -> None:
+        """p50/p99 of one short text in process and through the server, in alternating blocks so that
+        both see the same machine."""
+        blocks = 5
+        per_block = max(1, self.plan["latency_iters"] // blocks)
+        samples: dict[str, list[dict[str, float]]] = {"inprocess": [], "server": []}
+        for _ in range(blocks):
+            samples["inprocess"].append(latency_p50(self.encode_one, per_block, raw=True))
+            samples["server"].append(latency_p50(server_call, per_block, raw=True))
+        for name, blocks_ms in samples.items():
+            times = [t for block in blocks_ms for t in block["times_ms"]]
+            self.results[f"single_text_{name}_ms"] = {"p50": float(np.percentile(times, 50)),
+                                                       "p99": float(np.percentile(times, 99)), "n": len(times),
+                                                       "blocks": blocks}
 
     def _server_load(self, server: ServerProcess, texts: list[str], conc: int, label: str) -> dict[str, Any]:
         """The whole corpus once through the server, ``conc`` clients × SERVER_BATCH texts per request."""

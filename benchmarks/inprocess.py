@@ -70,8 +70,9 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - t0
 
 
-def latency_p50(fn, iterations: int) -> dict[str, float]:
-    """p50/p99 in ms of ``fn()`` over ``iterations`` calls (after 3 warm-up calls)."""
+def latency_p50(fn, iterations: int, raw: bool = False) -> dict:
+    """p50/p99 in ms of ``fn()`` over ``iterations`` calls (after 3 warm-up calls); with ``raw``, also
+    every call's time (``times_ms``)."""
     for _ in range(3):
         fn()
     times = []
@@ -79,8 +80,11 @@ def latency_p50(fn, iterations: int) -> dict[str, float]:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"p50": float(np.percentile(times, 50)) * 1000, "p99": float(np.percentile(times, 99)) * 1000,
-            "n": iterations}
+    out = {"p50": float(np.percentile(times, 50)) * 1000, "p99": float(np.percentile(times, 99)) * 1000,
+           "n": iterations}
+    if raw:
+        out["times_ms"] = [t * 1000 for t in times]
+    return out
 
 
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
