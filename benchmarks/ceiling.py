@@ -15,10 +15,12 @@ are left out (under 2 % here). For all-MiniLM-L6-v2 (h 384, i 1536, 6 layers):
 params_matmul = 10.6 M, so about 21.2 MFLOP per token plus 9.2 kFLOP·L per token
 of attention.
 
-The ceiling is the measured fp32 rate of ONNX Runtime's own MatMul (MLAS, the
-kernels the model runs on) on the model's three matrix shapes — (M×h)·(h×3h),
-(M×h)·(h×i), (M×i)·(i×h) with M = 1024 token rows — at the same intra-op thread
-count as the in-process runtime. numpy's BLAS rate is reported beside it.
+The ceiling is the measured rate of ONNX Runtime's own MatMul (MLAS on the CPU,
+cuBLAS on CUDA: the kernels the model runs on) on the model's three matrix shapes
+— (M×h)·(h×3h), (M×h)·(h×i), (M×i)·(i×h) with M = 1024 token rows — at the same
+intra-op thread count as the in-process runtime, in the artifact's precision
+(fp32; fp16 for an fp16 artifact on CUDA), inputs and outputs bound on the device
+so no copy is timed. numpy's BLAS rate (fp32, CPU) is reported beside it.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def _shapes(arch: Arch, rows: int) -> list[tuple[int, int, int]]:
     return [(rows, h, 3 * h), (rows, h, i), (rows, i, h)]
 
 
-def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float = 1.0) -> float | None:
+def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float = 1.0, device: str = "cpu",
+                      fp16: bool = False) -> float | None:
     """GFLOP/s of ONNX Runtime MatMul on the model's shapes; None where the onnx package is missing."""
     try:
         import onnxruntime as ort
@@ -68,14 +71,16 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
     except ImportError:
         return None
     rng = np.random.default_rng(0)
+    dtype, elem = (np.float16, TensorProto.FLOAT16) if fp16 else (np.float32, TensorProto.FLOAT)
     nodes, inits, outputs = [], [], []
     shapes = _shapes(arch, rows)
     inputs = []
     for k, (m, kk, n) in enumerate(shapes):
-        inputs.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [m, kk]))
-        inits.append(numpy_helper.from_array(rng.standard_normal((kk, n), dtype=np.float32) * 0.05, f"w{k}"))
+        inputs.append(helper.make_tensor_value_info(f"x{k}", elem, [m, kk]))
+        weight = (rng.standard_normal((kk, n), dtype=np.float32) * 0.05).astype(dtype)
+        inits.append(numpy_helper.from_array(weight, f"w{k}"))
         nodes.append(helper.make_node("MatMul", [f"x{k}", f"w{k}"], [f"y{k}"]))
-        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [m, n]))
+        outputs.append(helper.make_tensor_value_info(f"y{k}", elem, [m, n]))
     graph = helper.make_graph(nodes, "matmuls", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
@@ -84,11 +89,21 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feeds = {f"x{k}": rng.standard_normal((m, kk), dtype=np.float32) for k, (m, kk, _) in enumerate(shapes)}
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    binding = session.io_binding()
+    for k, (m, kk, _) in enumerate(shapes):
+        x = rng.standard_normal((m, kk), dtype=np.float32).astype(dtype)
+        binding.bind_ortvalue_input(f"x{k}", ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+        binding.bind_output(f"y{k}", device)
     flops = sum(2.0 * m * kk * n for m, kk, n in shapes)
-    session.run(None, feeds)
-    return _rate(lambda: session.run(None, feeds), flops, seconds)
+
+    def run() -> None:
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()  # CUDA runs asynchronously: time the work, not the launch
+
+    run()
+    return _rate(run, flops, seconds)
 
 
 def numpy_matmul_gflops(arch: Arch, rows: int = 1024, seconds: float = 1.0) -> float:

@@ -86,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp.add_argument("--st-batch-sizes", metavar="N,N", help="sentence-transformers batch sizes to try")
     cmp.add_argument("--ort-batch-sizes", metavar="N,N", help="in-process ORT batch sizes to try")
     cmp.add_argument("--compare-concurrency", metavar="N,N", help="server concurrencies (default 1,8,32)")
+    cmp.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="where every row runs (default cpu); cuda wants an fp16 artifact and reports no targets")
     cmp.add_argument("--rounds", type=int, default=None, metavar="N",
                      help="interleaved rounds of the headline rows the targets are judged on (default 3; 0 = none)")
     p.set_defaults(handler=run, _bench_parser=p)

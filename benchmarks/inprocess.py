@@ -17,7 +17,7 @@ import numpy as np
 
 
 class OrtEncoder:
-    def __init__(self, artifact: Path, threads: int, model_file: str = "model.onnx") -> None:
+    def __init__(self, artifact: Path, threads: int, model_file: str = "model.onnx", device: str = "cpu") -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -29,7 +29,8 @@ class OrtEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(artifact / model_file), options, providers=["CPUExecutionProvider"])
+        providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(artifact / model_file), options, providers=providers)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
         self.tokenizer.no_padding()

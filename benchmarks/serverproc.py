@@ -56,8 +56,9 @@ def terminate(process: subprocess.Popen, worker_pids: list[int], timeout: float 
 class ServerProcess:
     """``with ServerProcess(artifact, *flags) as server:`` — started and ready inside, stopped after."""
 
-    def __init__(self, artifact: Path, *flags: str, ready_timeout: float = 180.0) -> None:
+    def __init__(self, artifact: Path, *flags: str, ready_timeout: float = 180.0, device: str = "cpu") -> None:
         self.artifact = Path(artifact)
+        self.device = device
         self.flags = list(flags)
         self.port = free_port()
         self.metrics_port = free_port()
@@ -80,7 +81,7 @@ class ServerProcess:
     @property
     def command(self) -> list[str]:
         return [sys.executable, "-m", "zeroembed.cli", "serve", "--model", str(self.artifact), "--port",
-                str(self.port), "--metrics-port", str(self.metrics_port), "--device", "cpu", *self.flags]
+                str(self.port), "--metrics-port", str(self.metrics_port), "--device", self.device, *self.flags]
 
     def log(self) -> str:
         try:

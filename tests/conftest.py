@@ -6,9 +6,7 @@ export of the default model (all-MiniLM-L6-v2), made by the real exporter.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -43,50 +41,11 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Only vocab.txt (from the default model) is shipped as tokenizer, so the
     exporter has to build the fast tokenizer itself.
     """
-    torch = pytest.importorskip("torch", reason="building the tiny model needs torch")
-    from transformers import BertConfig, BertModel
+    pytest.importorskip("torch", reason="building the tiny model needs torch")
+    from zeroembed.benchmarks.randommodel import make_random_bert
 
-    from zeroembed.export import default_model_dir
-
-    directory = tmp_path_factory.mktemp("models") / "tiny-bert"
-    vocab = default_model_dir() / "vocab.txt"
-    config = BertConfig(
-        vocab_size=sum(1 for _ in vocab.open(encoding="utf-8")),
-        hidden_size=TINY_HIDDEN,
-        num_hidden_layers=TINY_LAYERS,
-        num_attention_heads=TINY_HEADS,
-        intermediate_size=4 * TINY_HIDDEN,
-        max_position_embeddings=TINY_POSITIONS,
-    )
-    torch.manual_seed(1234)
-    BertModel(config).eval().save_pretrained(directory)
-    shutil.copy(vocab, directory / "vocab.txt")
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}), encoding="utf-8"
-    )
-    (directory / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ]
-        ),
-        encoding="utf-8",
-    )
-    (directory / "1_Pooling").mkdir()
-    (directory / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {
-                "word_embedding_dimension": TINY_HIDDEN,
-                "pooling_mode_cls_token": True,
-                "pooling_mode_mean_tokens": False,
-                "pooling_mode_max_tokens": False,
-                "pooling_mode_mean_sqrt_len_tokens": False,
-            }
-        ),
-        encoding="utf-8",
-    )
-    return directory
+    return make_random_bert(tmp_path_factory.mktemp("models") / "tiny-bert", layers=TINY_LAYERS,
+                            hidden=TINY_HIDDEN, heads=TINY_HEADS, max_positions=TINY_POSITIONS, pooling="cls")
 
 
 @pytest.fixture(scope="session")

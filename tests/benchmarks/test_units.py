@@ -81,3 +81,21 @@ def test_flop_formula_for_minilm():
 def test_table_renders_none_as_dash():
     out = table(["a", "b"], [[1, None], [2.5, "x"]])
     assert "-" in out and "2.5" in out and out.count("\n") == 3
+
+
+def test_sentence_transformers_row_loads_the_artifacts_own_source(tmp_path):
+    from zeroembed.benchmarks.compare import source_model_dir
+    from zeroembed.export import DEFAULT_MODEL_NAME, default_model_dir
+
+    assert source_model_dir({"source": DEFAULT_MODEL_NAME}) == default_model_dir()
+    assert source_model_dir({"source": str(tmp_path)}) == tmp_path  # a model exported from a local directory
+    assert source_model_dir({"source": str(tmp_path / "gone")}) is None  # exported elsewhere: no such row
+
+
+def test_compare_on_cuda_without_a_gpu_says_so(monkeypatch):
+    from zeroembed.cli import main
+    from zeroembed.server import config
+
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    with pytest.raises(SystemExit, match="sees no CUDA GPU"):
+        main(["bench", "--compare", "--device", "cuda", "--quick"])
