@@ -46,7 +46,7 @@ def cuda_available() -> bool:
 
 
 # Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
-# On CPU a batch's fixed cost is worth only ~8 tokens of work (all-MiniLM-L6-v2,
+# On CPU a batch's fixed cost is worth only ~10 tokens of work (all-MiniLM-L6-v2,
 # 2 cores), so padding costs its full price: a text may add at most 4 padding
 # tokens to a batch, and batches stay small. A GPU has parallelism to spare for
 # padding and a large fixed cost per run (kernel launches), so it pads freely.

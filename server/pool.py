@@ -40,10 +40,6 @@ class WorkerHandle:
     def ready(self) -> bool:
         return self.identity is not None
 
-    @property
-    def idle(self) -> bool:
-        return self.ready and not self.batches
-
 
 class WorkerPool:
     """Starts ``size`` workers and keeps that many alive."""
