@@ -37,13 +37,22 @@ from .curve import CurveServer
 from .dispatch import Dispatcher, InFlight, StartupError
 from .metrics import Metrics
 from .pending import PendingRequest, RequestRejected, check_limits, parse_options
-from .tokenization import TextTokenizer
+from .tokenization import BackgroundTokenizer, TextTokenizer, Tokenized
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1  # how often the loop looks at worker health and shutdown, at the latest
+# A request with this much text is tokenized on a thread: at ~3 MB/s here, 1 MiB would hold the loop,
+# and every other client with it, for about a third of a second.
+_BACKGROUND_CHARS = 1 << 20
 
 __all__ = ["Broker", "StartupError"]
+
+
+def _characters(texts: list[str] | list[list[str]], pretokenized: bool) -> int:
+    if pretokenized:
+        return sum(len(word) for words in texts for word in words)
+    return sum(map(len, texts))
 
 
 class Broker:
@@ -60,11 +69,13 @@ class Broker:
                 f"{manifest.max_seq_length}: a long text could never run"
             )
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
+        self.background = BackgroundTokenizer(artifact.tokenizer_path, manifest.max_seq_length)
         self.batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                                wait_s=settings.batch_wait_ms / 1000,
                                max_added_padding=settings.max_added_padding)
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.pending: dict[PendingRequest, None] = {}
+        self._tokenizing: dict[PendingRequest, tuple] = {}  # requests on the background tokenizer: (texts, options)
         self._pending_texts = 0  # texts of ``pending``, kept as a count: checked on every request
         self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
         self._started = time.monotonic()
@@ -122,6 +133,7 @@ class Broker:
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.internal, zmq.POLLIN)
         poller.register(self.dispatcher.backend, zmq.POLLIN)
+        poller.register(self.background.fileno(), zmq.POLLIN)
         drain_deadline = None
         last_check = time.monotonic()
         while True:
@@ -138,6 +150,8 @@ class Broker:
             for sock in (self.front, self.internal):
                 if sock in events:
                     self._drain(sock, self._on_client_message)
+            if self.background.fileno() in events:
+                self._finish_tokenizing()
             if time.monotonic() - last_check >= _TICK_S:
                 last_check = time.monotonic()
                 self.dispatcher.check_workers(replace=self._accepting)
@@ -153,6 +167,7 @@ class Broker:
         if self._context.closed:
             return
         self.dispatcher.stop()
+        self.background.close()
         self.metrics.close()
         self.front.close()
         self.internal.close()
@@ -206,17 +221,37 @@ class Broker:
         if not texts:
             self._reply(pending)
             return
+        self.pending[pending] = None
+        self._pending_texts += pending.count
+        if _characters(texts, options.is_tokenized) >= _BACKGROUND_CHARS:
+            self.background.submit(pending, texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
+            self._tokenizing[pending] = (texts, options)
+            return
         started = time.perf_counter()
         tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
-        self.metrics.tokenize_time.observe(time.perf_counter() - started)
+        self._enqueue(pending, texts, options, tokenized, time.perf_counter() - started)
+
+    def _finish_tokenizing(self) -> None:
+        """Queue the texts of requests whose tokenization finished on the background thread."""
+        for pending, tokenized, seconds, error in self.background.completed():
+            texts, options = self._tokenizing.pop(pending)
+            if pending.failed:  # timed out (or the server stopped) meanwhile
+                continue
+            if error is not None:
+                log.error("tokenizing request %s failed: %s", pending.id, error)
+                self._fail(pending, ErrorCode.INVALID_REQUEST, f"the texts could not be tokenized: {error}")
+                continue
+            self._enqueue(pending, texts, options, tokenized, seconds)
+
+    def _enqueue(self, pending: PendingRequest, texts: list, options, tokenized: Tokenized, seconds: float) -> None:
+        """Queue a tokenized request's texts (those the cache does not answer) for the batcher."""
+        self.metrics.tokenize_time.observe(seconds)
         if not options.truncate and tokenized.truncated:
             index = tokenized.truncated[0]
-            raise RequestRejected(
-                ErrorCode.TEXT_TOO_LONG,
-                f"texts[{index}] has {self.tokenizer.count_tokens(texts[index])} tokens, more than the model's "
-                f"{self.tokenizer.max_length}; shorten it or send truncate=True",
-                index,
-            )
+            self._fail(pending, ErrorCode.TEXT_TOO_LONG,
+                       f"texts[{index}] has {self.tokenizer.count_tokens(texts[index])} tokens, more than the "
+                       f"model's {self.tokenizer.max_length}; shorten it or send truncate=True", index)
+            return
         pending.pieces = tokenized.pieces
         pending.num_tokens = int(tokenized.offsets[-1])
         self.metrics.texts.inc(len(texts))
@@ -226,8 +261,6 @@ class Broker:
         if pending.done:  # every text was a cache hit
             self._reply(pending)
             return
-        self.pending[pending] = None
-        self._pending_texts += pending.count
         offsets = tokenized.offsets
         now = time.monotonic()
         self.batcher.add(
@@ -252,14 +285,14 @@ class Broker:
         log.debug("request %s: %s: %s", request_id, code.value, message)
         sock.send_multipart([*envelope, *encode_error(request_id, code, message, index)])
 
-    def _fail(self, request: PendingRequest, code: ErrorCode, message: str) -> None:
+    def _fail(self, request: PendingRequest, code: ErrorCode, message: str, index: int | None = None) -> None:
         """Answer a request with an error and forget the rest of its texts."""
         if request.failed:
             return
         request.failed = True
         self._forget(request)
         self.batcher.remove_owner(request)
-        self._error(request.socket, request.envelope, request.id, code, message)
+        self._error(request.socket, request.envelope, request.id, code, message, index)
 
     # ------------------------------------------------------------------ results
 
@@ -324,6 +357,7 @@ class Broker:
             "worker_restarts": self.dispatcher.pool.restarts,
             "queue_depth": len(self.batcher),
             "in_flight_requests": len(self.pending),
+            "tokenizing_requests": len(self._tokenizing),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "accepting": self._accepting,
             "curve": self._curve is not None,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -70,3 +75,77 @@ class TextTokenizer:
             return len(self._tokenizer.encode(text, is_pretokenized=not isinstance(text, str)).ids)
         finally:
             self._tokenizer.enable_truncation(self.max_length)
+
+
+class BackgroundTokenizer:
+    """Tokenizes large requests on a thread of its own, so the broker's loop keeps serving everyone else.
+
+    The tokenizer releases the GIL while it works. Finished jobs wake the loop
+    through a pipe (:meth:`fileno`, for the poller); :meth:`completed` hands
+    them over. It has its own tokenizer: the loop's one is not shared across threads.
+    """
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        self._tokenizer = TextTokenizer(path, max_length)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="zeroembed-tokenize")
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._jobs: dict[Any, Future] = {}
+        self._lock = threading.Lock()  # a job finishing while close() runs must not write to a closed fd
+        self._closed = False
+
+    def fileno(self) -> int:
+        """Readable when a job has finished."""
+        return self._wake_read
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, key: Any, texts: list[str] | list[list[str]], *, pieces: bool, pretokenized: bool) -> None:
+        """Start tokenizing ``texts``; the result comes back from :meth:`completed` under ``key``."""
+        def job() -> tuple[Tokenized, float]:
+            started = time.perf_counter()
+            return self._tokenizer.encode(texts, pieces=pieces, pretokenized=pretokenized), \
+                time.perf_counter() - started
+
+        future = self._executor.submit(job)
+        future.add_done_callback(self._wake)
+        self._jobs[key] = future
+
+    def _wake(self, _future: Future) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_write, b"\0")
+            except BlockingIOError:  # the pipe is full of unread wake-ups: the loop will look anyway
+                pass
+
+    def completed(self) -> list[tuple[Any, Tokenized | None, float, BaseException | None]]:
+        """Finished jobs as ``(key, tokenized, seconds, error)``, in submission order."""
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        done = []
+        for key, future in list(self._jobs.items()):
+            if not future.done():
+                continue
+            del self._jobs[key]
+            error = future.exception()
+            tokenized, seconds = (None, 0.0) if error else future.result()
+            done.append((key, tokenized, seconds, error))
+        return done
+
+    def close(self) -> None:
+        """Stop taking jobs; one still running finishes on its own, unheard. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._jobs.clear()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from zeroembed.client import ServerTimeout
+from zeroembed.client import InvalidRequest, ServerTimeout
 from zeroembed.client.protocol import EncodeOptions, decode_reply, encode_request
 
 from .servers import RunningServer, raw_socket, start_server
@@ -123,6 +123,39 @@ def test_frozen_worker_holding_two_batches_loses_neither(default_artifact, tmp_p
     finally:
         if _alive(before):
             os.kill(before, signal.SIGCONT)
+        assert server.stop() == 0, server.log()
+
+
+def test_huge_request_is_tokenized_aside_while_others_are_served(tiny_artifact, tmp_path):
+    # About 4 MB of text: seconds of tokenizing, done on the broker's background thread.
+    texts = [f"text {i} " + "lorem ipsum dolor " * 280 for i in range(800)]
+    server = start_server(tiny_artifact, tmp_path)
+    try:
+        big: dict = {}
+
+        def send_big() -> None:
+            with server.client(timeout=120) as client:
+                big["vectors"] = client.encode(texts)
+
+        thread = threading.Thread(target=send_big)
+        thread.start()
+        seen_tokenizing = False
+        with server.client(timeout=30) as client:
+            while thread.is_alive() and not seen_tokenizing:
+                seen_tokenizing = client.status()["tokenizing_requests"] == 1
+            small = client.encode(["answered whatever the big request is doing"])
+        thread.join(120)
+        assert seen_tokenizing  # the loop answered while the big request was being tokenized
+        assert small.shape == (1, 64) and big["vectors"].shape == (800, 64)
+        with server.client(timeout=30) as client:
+            alone = client.encode(texts[:2] + texts[-2:])
+            np.testing.assert_allclose(big["vectors"][[0, 1, -2, -1]], alone, atol=1e-5)
+            # An error found after background tokenization still names the text.
+            with pytest.raises(InvalidRequest) as info:
+                client.encode(texts, truncate=False)
+            assert info.value.code.value == "text_too_long" and info.value.index == 0
+            assert client.status()["in_flight_requests"] == 0
+    finally:
         assert server.stop() == 0, server.log()
 
 
