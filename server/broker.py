@@ -228,7 +228,11 @@ class Broker:
             self._tokenizing[pending] = (texts, options)
             return
         started = time.perf_counter()
-        tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
+        try:
+            tokenized = self.tokenizer.encode(texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
+        except Exception as exc:  # input the checks let through and the tokenizer still refused
+            self._tokenizing_failed(pending, exc)
+            return
         self._enqueue(pending, texts, options, tokenized, time.perf_counter() - started)
 
     def _finish_tokenizing(self) -> None:
@@ -238,10 +242,13 @@ class Broker:
             if pending.failed:  # timed out (or the server stopped) meanwhile
                 continue
             if error is not None:
-                log.error("tokenizing request %s failed: %s", pending.id, error)
-                self._fail(pending, ErrorCode.INVALID_REQUEST, f"the texts could not be tokenized: {error}")
+                self._tokenizing_failed(pending, error)
                 continue
             self._enqueue(pending, texts, options, tokenized, seconds)
+
+    def _tokenizing_failed(self, pending: PendingRequest, error: BaseException) -> None:
+        log.error("tokenizing request %s failed: %r", pending.id, error)
+        self._fail(pending, ErrorCode.INVALID_REQUEST, f"the texts could not be tokenized: {error}")
 
     def _enqueue(self, pending: PendingRequest, texts: list, options, tokenized: Tokenized, seconds: float) -> None:
         """Queue a tokenized request's texts (those the cache does not answer) for the batcher."""

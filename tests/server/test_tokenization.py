@@ -26,3 +26,26 @@ def test_pretokenized_words_are_not_split_again(default_artifact):
     one = tokenizer.encode([["hello", "world"]], pieces=True, pretokenized=True)
     many = tokenizer.encode([["hello", "world"]] * tokenization._PARALLEL_FROM, pieces=True, pretokenized=True)
     assert one.pieces[0] == many.pieces[0] == ["[CLS]", "hello", "world", "[SEP]"]
+
+
+def test_background_tokenizer_wakes_the_loop_and_hands_back_results_and_errors(default_artifact):
+    import select
+
+    from zeroembed.server.tokenization import BackgroundTokenizer
+
+    background = BackgroundTokenizer(default_artifact / "tokenizer.json", 32)
+    try:
+        background.submit("a", ["first request", "two texts"], pieces=False, pretokenized=False)
+        background.submit("b", [["not", "a", "list", "of", "strings", 3]], pieces=False, pretokenized=True)
+        done = []
+        while len(done) < 2:
+            assert select.select([background.fileno()], [], [], 30)[0]  # the loop's poller would wake
+            done += background.completed()
+        assert len(background) == 0
+        (key_a, tokenized, seconds, error_a), (key_b, nothing, _, error_b) = done
+        assert (key_a, error_a, key_b, nothing) == ("a", None, "b", None)
+        assert len(tokenized) == 2 and seconds >= 0
+        assert isinstance(error_b, Exception)  # the tokenizer refused it: handed back, not raised in the thread
+    finally:
+        background.close()
+        background.close()  # idempotent
