@@ -75,7 +75,6 @@ class Broker:
                                max_added_padding=settings.max_added_padding)
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.pending: dict[PendingRequest, None] = {}
-        self._tokenizing: dict[PendingRequest, tuple] = {}  # requests on the background tokenizer: (texts, options)
         self._pending_texts = 0  # texts of ``pending``, kept as a count: checked on every request
         self.cache = EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None
         self._started = time.monotonic()
@@ -224,8 +223,8 @@ class Broker:
         self.pending[pending] = None
         self._pending_texts += pending.count
         if _characters(texts, options.is_tokenized) >= _BACKGROUND_CHARS:
-            self.background.submit(pending, texts, pieces=options.show_tokens, pretokenized=options.is_tokenized)
-            self._tokenizing[pending] = (texts, options)
+            self.background.submit((pending, texts, options), texts, pieces=options.show_tokens,
+                                   pretokenized=options.is_tokenized)
             return
         started = time.perf_counter()
         try:
@@ -237,8 +236,7 @@ class Broker:
 
     def _finish_tokenizing(self) -> None:
         """Queue the texts of requests whose tokenization finished on the background thread."""
-        for pending, tokenized, seconds, error in self.background.completed():
-            texts, options = self._tokenizing.pop(pending)
+        for (pending, texts, options), tokenized, seconds, error in self.background.completed():
             if pending.failed:  # timed out (or the server stopped) meanwhile
                 continue
             if error is not None:
@@ -364,7 +362,7 @@ class Broker:
             "worker_restarts": self.dispatcher.pool.restarts,
             "queue_depth": len(self.batcher),
             "in_flight_requests": len(self.pending),
-            "tokenizing_requests": len(self._tokenizing),
+            "tokenizing_requests": len(self.background),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "accepting": self._accepting,
             "curve": self._curve is not None,

@@ -91,7 +91,7 @@ class BackgroundTokenizer:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
-        self._jobs: dict[Any, Future] = {}
+        self._jobs: list[tuple[Any, Future]] = []  # (caller's key, job), in submission order
         self._lock = threading.Lock()  # a job finishing while close() runs must not write to a closed fd
         self._closed = False
 
@@ -103,7 +103,7 @@ class BackgroundTokenizer:
         return len(self._jobs)
 
     def submit(self, key: Any, texts: list[str] | list[list[str]], *, pieces: bool, pretokenized: bool) -> None:
-        """Start tokenizing ``texts``; the result comes back from :meth:`completed` under ``key``."""
+        """Start tokenizing ``texts``; the result comes back from :meth:`completed` with ``key`` (any object)."""
         def job() -> tuple[Tokenized, float]:
             started = time.perf_counter()
             return self._tokenizer.encode(texts, pieces=pieces, pretokenized=pretokenized), \
@@ -111,7 +111,7 @@ class BackgroundTokenizer:
 
         future = self._executor.submit(job)
         future.add_done_callback(self._wake)
-        self._jobs[key] = future
+        self._jobs.append((key, future))
 
     def _wake(self, _future: Future) -> None:
         with self._lock:
@@ -129,15 +129,16 @@ class BackgroundTokenizer:
                 pass
         except BlockingIOError:
             pass
-        done = []
-        for key, future in list(self._jobs.items()):
+        out, running = [], []
+        for key, future in self._jobs:  # one look at each job: one finishing meanwhile waits for the next call
             if not future.done():
+                running.append((key, future))
                 continue
-            del self._jobs[key]
             error = future.exception()
             tokenized, seconds = (None, 0.0) if error else future.result()
-            done.append((key, tokenized, seconds, error))
-        return done
+            out.append((key, tokenized, seconds, error))
+        self._jobs = running
+        return out
 
     def close(self) -> None:
         """Stop taking jobs; one still running finishes on its own, unheard. Idempotent."""
