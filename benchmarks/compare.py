@@ -333,16 +333,21 @@ class Compare:
         rounds = self.plan["rounds"]
         if rounds < 1 or 8 not in self.plan["concurrency"]:
             return
-        measure = {name: (setting, lambda fn=fn: timed(fn)[1]) for name, (setting, fn) in self.contenders.items()}
-        measure["server_c8"] = (f"8 clients × {SERVER_BATCH} texts",
-                                lambda: self._server_load(server, texts, 8, label="round: server c=8")["seconds"])
+        def server_rate() -> float:
+            run = self._server_load(server, texts, 8, label="round: server c=8")
+            return run["texts"] / run["seconds"]
+
+        # name -> (setting, a function measuring texts/s once)
+        measure = {name: (setting, lambda fn=fn: len(texts) / timed(fn)[1])
+                   for name, (setting, fn) in self.contenders.items()}
+        measure["server_c8"] = (f"8 clients × {SERVER_BATCH} texts", server_rate)
         rates: dict[str, list[float]] = {name: [] for name in measure}
         for i in range(rounds):
-            for name, (_, run) in measure.items():
-                rates[name].append(len(texts) / run())
+            for name, (_, rate) in measure.items():
+                rates[name].append(rate())
             _log(f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()))
-        titles = {"ort": f"ORT {self.manifest.get('precision', 'fp32')} in process", "st": "sentence-transformers (PyTorch)",
-                  "server_c8": "server end to end"}
+        titles = {"ort": f"ORT {self.manifest.get('precision', 'fp32')} in process",
+                  "st": "sentence-transformers (PyTorch)", "server_c8": "server end to end"}
         for name, values in rates.items():
             median = statistics.median(values)
             self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds", len(texts) / median,
