@@ -45,6 +45,10 @@ def cuda_available() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
+_ENV_PREFIX = "ZEROEMBED_"
+_CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status_cli.py), not the server's
+
+
 # Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
 # On CPU a batch's fixed cost is worth only ~10 tokens of work (all-MiniLM-L6-v2,
 # 2 cores), so padding costs its full price: a text may add at most 4 padding
@@ -59,7 +63,7 @@ _DEVICE_DEFAULTS: dict[Device, dict[str, int]] = {
 class Settings(BaseSettings):
     """Everything ``zeroembed serve`` can be told. Frozen once built."""
 
-    model_config = SettingsConfigDict(env_prefix="ZEROEMBED_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, frozen=True, extra="forbid")
 
     model: Path | None = Field(None, description="artifact directory (from `zeroembed export`); default model if unset")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="where the default model is exported")
@@ -161,6 +165,15 @@ def load_settings(**overrides: Any) -> Settings:
     ``None`` overrides are ignored, so unset flags fall through to the environment.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
+    # pydantic-settings ignores variables that match no field: a misspelt or retired one (say a
+    # ZEROEMBED_MAX_PADDING left in a deployment) would silently do nothing.
+    unknown = sorted(key for key in os.environ if key.startswith(_ENV_PREFIX)
+                     and key[len(_ENV_PREFIX):].lower() not in Settings.model_fields
+                     and not key.startswith(_CLIENT_ENV_PREFIX))
+    if unknown:
+        raise SettingsError("\n".join(f"unknown setting {key}: `zeroembed serve --help` lists them "
+                                      "(as flags; the variable is ZEROEMBED_ + the flag in capitals)"
+                                      for key in unknown))
     try:
         return Settings(**given)
     except ValidationError as exc:

@@ -58,3 +58,13 @@ def test_settings_are_frozen():
     settings = load_settings(device="cpu")
     with pytest.raises(Exception):
         settings.port = 1
+
+
+def test_unknown_variable_is_an_error_not_ignored(monkeypatch):
+    monkeypatch.setenv("ZEROEMBED_MAX_PADDING", "0.2")  # retired: now --max-added-padding
+    with pytest.raises(SettingsError, match="unknown setting ZEROEMBED_MAX_PADDING"):
+        load_settings(device="cpu")
+    monkeypatch.delenv("ZEROEMBED_MAX_PADDING")
+    monkeypatch.setenv("ZEROEMBED_STATUS_ENDPOINT", "tcp://127.0.0.1:5555")  # `zeroembed status`'s, not ours
+    monkeypatch.setenv("ZEROEMBED_MAX_ADDED_PADDING", "8")
+    assert load_settings(device="cpu").max_added_padding == 8
