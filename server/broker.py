@@ -49,12 +49,6 @@ _BACKGROUND_CHARS = 1 << 20
 __all__ = ["Broker", "StartupError"]
 
 
-def _characters(texts: list[str] | list[list[str]], pretokenized: bool) -> int:
-    if pretokenized:
-        return sum(len(word) for words in texts for word in words)
-    return sum(map(len, texts))
-
-
 class Broker:
     """Owns the client sockets, the batcher and the requests in flight; the dispatcher runs the workers."""
 
@@ -210,8 +204,8 @@ class Broker:
             raise RequestRejected(ErrorCode.SHUTTING_DOWN, "the server is shutting down; send it elsewhere")
         options = parse_options(request)
         texts = request.texts
-        check_limits(texts, max_texts=self.settings.max_texts_per_request,
-                     max_chars=self.settings.max_chars_per_text)
+        characters = check_limits(texts, max_texts=self.settings.max_texts_per_request,
+                                  max_chars=self.settings.max_chars_per_text)
         queued = self._pending_texts
         if queued + len(texts) > self.settings.max_queue:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
@@ -222,7 +216,7 @@ class Broker:
             return
         self.pending[pending] = None
         self._pending_texts += pending.count
-        if _characters(texts, options.is_tokenized) >= _BACKGROUND_CHARS:
+        if characters >= _BACKGROUND_CHARS:
             self.background.submit((pending, texts, options), texts, pieces=options.show_tokens,
                                    pretokenized=options.is_tokenized)
             return

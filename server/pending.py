@@ -50,18 +50,21 @@ def parse_options(request: Request) -> EncodeOptionsModel:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option {field_name!r}: {first['msg']}") from None
 
 
-def check_limits(texts: list[str] | list[list[str]], *, max_texts: int, max_chars: int) -> None:
-    """Refuse a request over the per-request limits, naming the limit and the text."""
+def check_limits(texts: list[str] | list[list[str]], *, max_texts: int, max_chars: int) -> int:
+    """Refuse a request over the per-request limits, naming the limit and the text; return its characters."""
     if len(texts) > max_texts:
         raise RequestRejected(
             ErrorCode.LIMIT_EXCEEDED, f"{len(texts)} texts in one request; the limit is {max_texts} (split it)"
         )
+    total = 0
     for index, text in enumerate(texts):
         chars = len(text) if isinstance(text, str) else sum(map(len, text))
         if chars > max_chars:
             raise RequestRejected(
                 ErrorCode.LIMIT_EXCEEDED, f"texts[{index}] has {chars} characters; the limit is {max_chars}", index
             )
+        total += chars
+    return total
 
 
 @dataclass(eq=False)
