@@ -35,11 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
 from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengths
-from .inprocess import OrtEncoder, cosine_stats, latency_p50, quantize_fallback, timed
+from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed
 from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json
 from .serverproc import ServerProcess
@@ -310,15 +308,12 @@ class Compare:
         both see the same machine."""
         blocks = 5
         per_block = max(1, self.plan["latency_iters"] // blocks)
-        samples: dict[str, list[dict[str, float]]] = {"inprocess": [], "server": []}
+        times: dict[str, list[float]] = {"inprocess": [], "server": []}
         for _ in range(blocks):
-            samples["inprocess"].append(latency_p50(self.encode_one, per_block, raw=True))
-            samples["server"].append(latency_p50(server_call, per_block, raw=True))
-        for name, blocks_ms in samples.items():
-            times = [t for block in blocks_ms for t in block["times_ms"]]
-            self.results[f"single_text_{name}_ms"] = {"p50": float(np.percentile(times, 50)),
-                                                       "p99": float(np.percentile(times, 99)), "n": len(times),
-                                                       "blocks": blocks}
+            times["inprocess"] += call_times_ms(self.encode_one, per_block)
+            times["server"] += call_times_ms(server_call, per_block)
+        for name, values in times.items():
+            self.results[f"single_text_{name}_ms"] = {**percentiles_ms(values), "blocks": blocks}
 
     def _server_load(self, server: ServerProcess, texts: list[str], conc: int, label: str) -> dict[str, Any]:
         """The whole corpus once through the server, ``conc`` clients × SERVER_BATCH texts per request."""

@@ -71,21 +71,22 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - t0
 
 
-def latency_p50(fn, iterations: int, raw: bool = False) -> dict:
-    """p50/p99 in ms of ``fn()`` over ``iterations`` calls (after 3 warm-up calls); with ``raw``, also
-    every call's time (``times_ms``)."""
+def call_times_ms(fn, iterations: int) -> list[float]:
+    """Each of ``iterations`` calls of ``fn()`` in ms, after 3 warm-up calls."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(iterations):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    out = {"p50": float(np.percentile(times, 50)) * 1000, "p99": float(np.percentile(times, 99)) * 1000,
-           "n": iterations}
-    if raw:
-        out["times_ms"] = [t * 1000 for t in times]
-    return out
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def percentiles_ms(times_ms: list[float]) -> dict[str, float]:
+    """p50/p99 of call times in ms, and how many there were."""
+    return {"p50": float(np.percentile(times_ms, 50)), "p99": float(np.percentile(times_ms, 99)),
+            "n": len(times_ms)}
 
 
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
