@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .padding import PADDED_INPUTS
+
 log = logging.getLogger(__name__)
 
 SENTENCE = "sentence_embedding"
@@ -88,6 +90,10 @@ def open_artifact(path: str | Path) -> Artifact:
     missing = {"input_ids", "attention_mask"} - set(manifest.inputs)
     if missing:
         raise ArtifactError(f"{path}: model inputs lack {sorted(missing)}")
+    unknown = set(manifest.inputs) - set(PADDED_INPUTS)
+    if unknown:
+        raise ArtifactError(f"{path}: model inputs {sorted(unknown)} are not ones this server fills "
+                            f"(it feeds {', '.join(PADDED_INPUTS)})")
     missing = {SENTENCE, TOKENS} - set(manifest.outputs)
     if missing:
         raise ArtifactError(f"{path}: model outputs lack {sorted(missing)}")

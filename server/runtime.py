@@ -1,9 +1,10 @@
 """The model runtime: one ONNX Runtime session behind a small interface.
 
-CPU and CUDA share one code path: inputs are padded here, bound as OrtValues on
-the session's device through IOBinding, and only the outputs a batch needs are
-bound and copied back. Pooling and normalisation run inside the graph, on the
-device. Only the execution provider differs between CPU and GPU.
+CPU and CUDA share one code path: a batch's real tokens go to the session's
+device as OrtValues, the padding graph (padding.py) pads them there, its outputs
+are bound straight into the encoder through IOBinding, and only the outputs a
+batch needs are bound and copied back. Pooling and normalisation run inside the
+graph, on the device. Only the execution provider differs between CPU and GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from .padding import PADDING_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +43,38 @@ class EncoderRuntime:
             self._session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
+        # A few index operations per batch: one thread, no pool to wake.
+        pad_options = ort.SessionOptions()
+        pad_options.intra_op_num_threads = 1
+        pad_options.inter_op_num_threads = 1
+        pad_options.log_severity_level = 3
+        self._padder = ort.InferenceSession(str(PADDING_MODEL), pad_options, providers=providers)
         self.provider = self._session.get_providers()[0]
         # OrtValues live where the provider computes; "cpu" binds numpy memory directly.
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self._needs_token_types = "token_type_ids" in inputs
+        self._inputs = list(inputs)  # each one an output of the padding graph (checked with the artifact)
 
     def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Encode one batch. ``ids`` holds every text's ids back to back; ``lengths`` splits them.
+        """Encode one batch. ``ids`` (int32) holds every text's ids back to back; ``lengths`` (int32) splits them.
 
         Returns each requested output; ``token_embeddings`` comes back flat, real
         tokens only, shape (sum(lengths), hidden).
         """
-        batch, width = len(lengths), int(lengths.max())
-        mask = np.arange(width)[None, :] < lengths[:, None]
-        input_ids = np.zeros((batch, width), dtype=np.int64)
-        input_ids[mask] = ids
-        feeds = {"input_ids": input_ids, "attention_mask": mask.astype(np.int64)}
-        if self._needs_token_types:
-            feeds["token_type_ids"] = np.zeros((batch, width), dtype=np.int64)
+        padding = self._padder.io_binding()
+        padding.bind_ortvalue_input("ids", ort.OrtValue.ortvalue_from_numpy(ids, self._device, 0))
+        padding.bind_ortvalue_input("lengths", ort.OrtValue.ortvalue_from_numpy(lengths, self._device, 0))
+        for name in self._inputs:
+            padding.bind_output(name, self._device)
+        self._padder.run_with_iobinding(padding)
 
         binding = self._session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self._device, 0))
+        for name, value in zip(self._inputs, padding.get_outputs()):
+            binding.bind_ortvalue_input(name, value)
         for name in outputs:
             binding.bind_output(name, self._device)
         self._session.run_with_iobinding(binding)
         results = dict(zip(outputs, binding.copy_outputs_to_cpu()))
         if "token_embeddings" in results:
-            results["token_embeddings"] = results["token_embeddings"][mask]
+            real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
+            results["token_embeddings"] = results["token_embeddings"][real]
         return results
