@@ -364,7 +364,8 @@ class Broker:
                          "max_batch_size": self.settings.max_batch_size,
                          "max_added_padding": self.settings.max_added_padding,
                          "batch_wait_ms": self.settings.batch_wait_ms,
-                         "max_queue": self.settings.max_queue},
+                         "max_queue": self.settings.max_queue,
+                         "parallel_batches": self.settings.parallel_batches},
             "pid": os.getpid(),
         }
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
     threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
+    parallel_batches: int = Field(0, ge=0, le=256, description="batches a worker runs side by side, one thread each, "
+                                  "when several wait (a lone one gets every thread); 0 = threads per worker on CPU, "
+                                  "1 on CUDA")
     max_batch_tokens: int = Field(0, ge=0, description="token budget of a batch: size × longest sequence; 0 = default")
     max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")
     max_added_padding: int | None = Field(None, ge=0, description="padding tokens a text may add to a batch it joins")
@@ -113,6 +116,10 @@ class Settings(BaseSettings):
         }
         if not self.threads_per_worker:
             fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])
+        if not self.parallel_batches:
+            # On a GPU, runs queue on the device anyway; on CPU each thread can carry a batch of its own.
+            fill["parallel_batches"] = 1 if device == "cuda" else fill.get("threads_per_worker",
+                                                                            self.threads_per_worker)
         for name, value in fill.items():
             object.__setattr__(self, name, value)
         if (self.curve_secret is None) != (self.curve_clients is None):

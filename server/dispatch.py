@@ -31,9 +31,6 @@ from .worker import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 2  # a text lost with its worker is retried once
-# Batches a worker holds at once: one running and one waiting in its socket, so that it starts the
-# next batch the moment it finishes one instead of waiting a round trip through the broker.
-_DEPTH = 2
 
 
 class StartupError(Exception):
@@ -48,7 +45,6 @@ class InFlight:
     batch: Batch
     outputs: list[str]
     worker: WorkerHandle
-    running_since: float  # when sent, or for a batch queued behind another, when that one finished
 
 
 Deliver = Callable[[InFlight, dict[str, np.ndarray]], None]
@@ -71,7 +67,12 @@ class Dispatcher:
         self.backend.bind(endpoint)
         self.pool = WorkerPool(size=settings.workers, endpoint=endpoint, model_path=artifact.model_path,
                                inputs=tuple(artifact.manifest.inputs), device=settings.device,
-                               threads=settings.threads_per_worker, log_level=settings.log_level)
+                               threads=settings.threads_per_worker, parallel=settings.parallel_batches,
+                               log_level=settings.log_level)
+        # Batches a worker holds: one waiting in its socket for each it can run at once, so it starts the
+        # next the moment one finishes instead of waiting a round trip through the broker, and it sees
+        # the backlog that makes running batches side by side pay (worker.py).
+        self.depth = 2 * settings.parallel_batches
         self.in_flight: dict[int, InFlight] = {}
         self._batch_ids = itertools.count()
 
@@ -99,12 +100,12 @@ class Dispatcher:
 
     def has_room(self) -> bool:
         """Whether some worker can take a batch now."""
-        return bool(self.pool.with_room(_DEPTH))
+        return bool(self.pool.with_room(self.depth))
 
     def dispatch(self) -> None:
         """Send the batches the batcher says should run now to the workers with room, idle ones first."""
         now = time.monotonic()
-        for worker in self.pool.with_room(_DEPTH):
+        for worker in self.pool.with_room(self.depth):
             batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)
             if batch is None:
                 break
@@ -112,7 +113,9 @@ class Dispatcher:
 
     def _send(self, worker: WorkerHandle, batch: Batch) -> None:
         outputs = sorted({item.owner.source for item in batch.items})
-        flight = InFlight(next(self._batch_ids), batch, outputs, worker, running_since=time.monotonic())
+        flight = InFlight(next(self._batch_ids), batch, outputs, worker)
+        if not worker.batches:
+            worker.progress_at = time.monotonic()
         for item in batch.items:
             item.attempts += 1
         ids = np.concatenate([item.payload for item in batch.items])
@@ -152,8 +155,7 @@ class Dispatcher:
         flight = self.in_flight.pop(header.get("batch"), None)
         if worker is not None:
             worker.batches = [f for f in worker.batches if f is not flight]
-            if worker.batches:  # the next one starts now
-                worker.batches[0].running_since = time.monotonic()
+            worker.progress_at = time.monotonic()
         if flight is None:
             return  # a batch already given up on (its worker was declared dead)
         if kind == FAILED:
@@ -162,6 +164,7 @@ class Dispatcher:
                 self._fail(request, ErrorCode.WORKER_FAILED, f"the model failed on this request: {header['message']}")
         elif kind == RESULT:
             self.metrics.inference_time.observe(header["run_s"])
+            self.metrics.batch_runs.labels("alone" if header.get("alone", True) else "side_by_side").inc()
             arrays = {name: np.frombuffer(buf, dtype=np.float32).reshape(shape)
                       for name, buf, shape in zip(flight.outputs, body[1:], header["arrays"])}
             self._deliver(flight, arrays)
@@ -171,10 +174,12 @@ class Dispatcher:
         and start replacements when ``replace`` (not while shutting down)."""
         now = time.monotonic()
         for worker in self.pool.workers.values():
-            running = worker.batches[0] if worker.batches else None
-            if running and now - running.running_since > self.settings.batch_timeout_s and worker.process.is_alive():
-                log.error("worker %d stuck on batch %d for %.1fs; replacing it", worker.index, running.id,
-                          now - running.running_since)
+            # Stuck: holding batches and none finished for a batch's time (batches may run side by side,
+            # so "the" running one is not known here; a finished one shows the worker is alive).
+            silent = now - worker.progress_at
+            if worker.batches and silent > self.settings.batch_timeout_s and worker.process.is_alive():
+                log.error("worker %d stuck: no batch finished for %.1fs (holding %d); replacing it", worker.index,
+                          silent, len(worker.batches))
                 worker.process.kill()  # reaped, and its batches retried, on a later tick
         for worker in self.pool.reap():
             if replace:
@@ -183,7 +188,7 @@ class Dispatcher:
             # Newest first: requeueing puts texts at the head of the queue, so the oldest ends up first.
             for position, flight in reversed(list(enumerate(worker.batches))):
                 self.in_flight.pop(flight.id, None)
-                if position > 0:  # still waiting in the dead worker's socket: it never ran, no attempt spent
+                if position >= self.settings.parallel_batches:  # could not have started: no attempt spent
                     for item in flight.batch.items:
                         item.attempts -= 1
                 self._retry(worker, flight)

@@ -38,6 +38,10 @@ class Metrics:
         self.inference_time = Histogram(
             "zeroembed_inference_seconds", "Model run per batch, in the worker", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.batch_runs = Counter(
+            "zeroembed_batch_runs", "Batches run, by how: alone on all of a worker's threads, or side by side "
+            "with others on one thread each (--parallel-batches)", ["mode"], registry=r,
+        )
         self.batch_size = Histogram("zeroembed_batch_size", "Texts per batch", buckets=_SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram(
             "zeroembed_batch_tokens", "Padded tokens per batch (size × width)", buckets=_TOKEN_BUCKETS, registry=r

@@ -29,7 +29,8 @@ class WorkerHandle:
     identity: bytes | None = None  # its socket identity, known once it says READY
     provider: str | None = None
     # Batches sent to it, oldest first: the first is running, the others wait in its socket.
-    batches: list = field(default_factory=list)
+    batches: list = field(default_factory=list)  # sent and unanswered, oldest first
+    progress_at: float = field(default_factory=time.monotonic)  # last batch finished, or first one sent
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -45,11 +46,11 @@ class WorkerPool:
     """Starts ``size`` workers and keeps that many alive."""
 
     def __init__(self, *, size: int, endpoint: str, model_path: Path, inputs: tuple[str, ...], device: str,
-                 threads: int, log_level: str) -> None:
+                 threads: int, parallel: int, log_level: str) -> None:
         self.size = size
         self._context = multiprocessing.get_context("spawn")
         self._spec = dict(endpoint=endpoint, model_path=model_path, inputs=inputs, device=device,
-                          threads=threads, parent_pid=os.getpid(), log_level=log_level)
+                          threads=threads, parallel=parallel, parent_pid=os.getpid(), log_level=log_level)
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
 

@@ -25,41 +25,59 @@ class RuntimeLoadError(Exception):
     """The model could not be loaded on the requested device."""
 
 
-class EncoderRuntime:
-    """Runs padded batches of token ids through an exported encoder."""
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
 
-    def __init__(self, model_path: Path, *, device: str, threads: int, inputs: Sequence[str]) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+
+class EncoderRuntime:
+    """Runs batches of token ids through an exported encoder.
+
+    With ``parallel`` > 1 it holds a second session of the model with one
+    intra-op thread, which several threads may run at once (ONNX Runtime
+    sessions are safe to run concurrently): on a small CPU, batches side by side
+    on one thread each beat the same batches one after another on all threads
+    (benchmarks/RESULTS.md). A lone batch still gets every thread, so one short
+    text is answered as fast as the machine allows.
+    """
+
+    def __init__(self, model_path: Path, *, device: str, threads: int, inputs: Sequence[str],
+                 parallel: int = 1) -> None:
         if device == "cuda":
             providers: list = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+            alone_options = _session_options(threads)
+            if parallel > 1:
+                # Its idle pool threads would otherwise spin on the cores the side-by-side runs need next.
+                alone_options.add_session_config_entry("session.force_spinning_stop", "1")
+            self._alone = ort.InferenceSession(str(model_path), alone_options, providers=providers)
+            self._side_by_side = (ort.InferenceSession(str(model_path), _session_options(1), providers=providers)
+                                  if parallel > 1 else self._alone)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
         # A few index operations per batch: one thread, no pool to wake.
-        pad_options = ort.SessionOptions()
-        pad_options.intra_op_num_threads = 1
-        pad_options.inter_op_num_threads = 1
-        pad_options.log_severity_level = 3
-        self._padder = ort.InferenceSession(str(PADDING_MODEL), pad_options, providers=providers)
-        self.provider = self._session.get_providers()[0]
+        self._padder = ort.InferenceSession(str(PADDING_MODEL), _session_options(1), providers=providers)
+        self.provider = self._alone.get_providers()[0]
         # OrtValues live where the provider computes; "cpu" binds numpy memory directly.
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self._inputs = list(inputs)  # each one an output of the padding graph (checked with the artifact)
 
-    def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str], *,
+            alone: bool = True) -> dict[str, np.ndarray]:
         """Encode one batch. ``ids`` (int32) holds every text's ids back to back; ``lengths`` (int32) splits them.
 
+        ``alone=False`` runs it on the one-thread session, beside other batches.
         Returns each requested output; ``token_embeddings`` comes back flat, real
         tokens only, shape (sum(lengths), hidden).
         """
+        session = self._alone if alone else self._side_by_side
         padding = self._padder.io_binding()
         padding.bind_ortvalue_input("ids", ort.OrtValue.ortvalue_from_numpy(ids, self._device, 0))
         padding.bind_ortvalue_input("lengths", ort.OrtValue.ortvalue_from_numpy(lengths, self._device, 0))
@@ -67,12 +85,12 @@ class EncoderRuntime:
             padding.bind_output(name, self._device)
         self._padder.run_with_iobinding(padding)
 
-        binding = self._session.io_binding()
+        binding = session.io_binding()
         for name, value in zip(self._inputs, padding.get_outputs()):
             binding.bind_ortvalue_input(name, value)
         for name in outputs:
             binding.bind_output(name, self._device)
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         results = dict(zip(outputs, binding.copy_outputs_to_cpu()))
         if "token_embeddings" in results:
             real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]

@@ -5,12 +5,16 @@ Broker ↔ worker messages (internal; both ends live in this package)::
     worker → broker  READY   {"pid", "provider", "device"}      model loaded, send work
     worker → broker  FATAL   {"message"}                         model failed to load; exiting
     broker → worker  BATCH   {"batch", "outputs"}, ids, lengths  int32 buffers
-    worker → broker  RESULT  {"batch", "arrays", "run_s"}, one buffer per output
+    worker → broker  RESULT  {"batch", "arrays", "run_s", "alone"}, one buffer per output
     worker → broker  FAILED  {"batch", "message"}                this batch failed; still serving
     broker → worker  STOP                                         finish and exit
 
-A worker takes one batch at a time and exits on STOP, or by itself when its
-parent broker is gone, so no worker outlives the server.
+A worker runs a batch on all its threads, in its main thread. With
+``parallel`` > 1, when a backlog builds up (more batches waiting than that) it
+runs up to ``parallel`` side by side, one thread each, on runner threads, until
+the backlog is gone (EncoderRuntime explains why); only the main thread touches
+the socket. It exits on STOP, or by itself when its parent
+broker is gone, so no worker outlives the server.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import logging
 import os
 import signal
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +50,7 @@ class WorkerSpec:
     device: str
     threads: int
     parent_pid: int
+    parallel: int = 1  # batches run side by side, one thread each, when more than that many wait
     log_level: str = "info"
 
 
@@ -65,7 +73,8 @@ def worker_main(spec: WorkerSpec) -> None:
     try:
         from .runtime import EncoderRuntime
 
-        runtime = EncoderRuntime(spec.model_path, device=spec.device, threads=spec.threads, inputs=spec.inputs)
+        runtime = EncoderRuntime(spec.model_path, device=spec.device, threads=spec.threads, inputs=spec.inputs,
+                                 parallel=spec.parallel)
     except Exception as exc:  # any load failure is reported to the broker, which explains it
         socket.send_multipart([FATAL, dumps({"message": str(exc)})])
         socket.close()
@@ -73,35 +82,101 @@ def worker_main(spec: WorkerSpec) -> None:
         raise SystemExit(1) from None
     socket.send_multipart([READY, dumps({"pid": os.getpid(), "provider": runtime.provider, "device": spec.device})])
     try:
-        _serve(socket, runtime, spec.parent_pid)
+        _Server(socket, runtime, spec.parallel).serve(spec.parent_pid)
     finally:
         socket.close()
         context.term()
 
 
-def _serve(socket: zmq.Socket, runtime, parent_pid: int) -> None:
-    while True:
-        if not socket.poll(_PARENT_CHECK_MS):
-            if os.getppid() != parent_pid:  # the broker died without a STOP: leave, don't linger
-                return
-            continue
-        frames = socket.recv_multipart()
-        kind = frames[0]
-        if kind == STOP:
-            return
-        if kind != BATCH or len(frames) != 4:
-            continue
-        header = json.loads(frames[1])
-        ids = np.frombuffer(frames[2], dtype=np.int32)
-        lengths = np.frombuffer(frames[3], dtype=np.int32)
-        started = time.perf_counter()
+@dataclass(frozen=True)
+class _Batch:
+    header: dict
+    ids: np.ndarray
+    lengths: np.ndarray
+
+
+class _Server:
+    """The worker's loop: receives batches, decides how each runs, sends its outputs back."""
+
+    def __init__(self, socket: zmq.Socket, runtime, parallel: int) -> None:
+        self.socket = socket
+        self.runtime = runtime
+        self.parallel = parallel
+        self.waiting: deque[_Batch] = deque()
+        self.side_by_side: dict[Future, _Batch] = {}
+        self._runners = ThreadPoolExecutor(parallel, thread_name_prefix="zeroembed-run") if parallel > 1 else None
+        self._wake_read, self._wake_write = os.pipe()  # a runner finished: wakes the poll
+        os.set_blocking(self._wake_read, False)
+
+    def serve(self, parent_pid: int) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
         try:
-            results = runtime.run(ids, lengths, header["outputs"])
-        except Exception as exc:  # a runtime error fails this batch only
-            log.exception("batch %s failed", header["batch"])
-            socket.send_multipart([FAILED, dumps({"batch": header["batch"], "message": str(exc)})])
-            continue
-        arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in header["outputs"]]
-        meta = {"batch": header["batch"], "run_s": time.perf_counter() - started,
+            while True:
+                # A batch that could start but waits (after a run here) only needs a fresh look at the socket.
+                startable = self.waiting and len(self.side_by_side) < self.parallel
+                events = dict(poller.poll(0 if startable else _PARENT_CHECK_MS))
+                if not events and os.getppid() != parent_pid:  # the broker died without a STOP: leave
+                    return
+                if self.socket in events and not self._receive():
+                    return
+                if self._wake_read in events:
+                    os.read(self._wake_read, 4096)
+                finished = [(self.side_by_side.pop(f), f) for f in list(self.side_by_side) if f.done()]
+                if self.side_by_side:
+                    self._start()  # a runner is still busy: fill the free one before spending time on replies
+                for batch, future in finished:
+                    self._answer(batch, future.result, alone=False)
+                self._start()
+        finally:
+            if self._runners is not None:  # batches already running finish (ORT cannot be interrupted)
+                self._runners.shutdown(wait=True, cancel_futures=True)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def _receive(self) -> bool:
+        """Queue every batch that arrived; False on STOP."""
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            if frames[0] == STOP:
+                return False
+            if frames[0] == BATCH and len(frames) == 4:
+                self.waiting.append(_Batch(json.loads(frames[1]), np.frombuffer(frames[2], dtype=np.int32),
+                                           np.frombuffer(frames[3], dtype=np.int32)))
+
+    def _start(self) -> None:
+        # From idle, batches go side by side (a runner thread and one core each) only when more wait than
+        # can run at once: a backlog that keeps every lane busy. Otherwise each runs here on every thread,
+        # which answers it soonest; a lane running alone at the end of a burst would leave cores idle.
+        while self.waiting and len(self.side_by_side) < self.parallel:
+            if not self.side_by_side and (len(self.waiting) <= self.parallel or self._runners is None):
+                batch = self.waiting.popleft()
+                self._answer(batch, lambda: _run(self.runtime, batch, alone=True), alone=True)
+                return  # what arrived meanwhile decides the next one
+            batch = self.waiting.popleft()
+            future = self._runners.submit(_run, self.runtime, batch, alone=False)
+            future.add_done_callback(lambda _: os.write(self._wake_write, b"\0"))
+            self.side_by_side[future] = batch
+
+    def _answer(self, batch: _Batch, run: Callable[[], tuple[list[np.ndarray], float]], *, alone: bool) -> None:
+        """Send the outputs ``run()`` returns, or FAILED with its error: a runtime error fails this batch only."""
+        try:
+            arrays, run_s = run()
+        except Exception as exc:
+            log.error("batch %s failed: %s", batch.header["batch"], exc, exc_info=exc)
+            self.socket.send_multipart([FAILED, dumps({"batch": batch.header["batch"], "message": str(exc)})])
+            return
+        meta = {"batch": batch.header["batch"], "run_s": run_s, "alone": alone,
                 "arrays": [list(a.shape) for a in arrays]}
-        socket.send_multipart([RESULT, dumps(meta), *arrays], copy=False)
+        self.socket.send_multipart([RESULT, dumps(meta), *arrays], copy=False)
+
+
+def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:
+    started = time.perf_counter()
+    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone)
+    arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in batch.header["outputs"]]
+    return arrays, time.perf_counter() - started

@@ -33,6 +33,17 @@ def test_auto_device_is_cpu_without_a_gpu(monkeypatch):
 def test_cuda_defaults(monkeypatch):
     settings = load_settings(device="cuda")
     assert settings.max_batch_size >= 64 and settings.threads_per_worker == 1
+    assert settings.parallel_batches == 1  # the GPU serializes runs anyway
+
+
+@pytest.mark.parametrize(("cores", "workers", "threads", "parallel"), [(2, 0, 2, 2), (8, 0, 8, 8), (8, 2, 4, 4)])
+def test_cpu_runs_as_many_batches_side_by_side_as_a_worker_has_threads(monkeypatch, cores, workers, threads,
+                                                                       parallel):
+    monkeypatch.setattr("zeroembed.server.config.cpu_count", lambda: cores)
+    settings = load_settings(device="cpu", workers=workers or None)
+    assert (settings.threads_per_worker, settings.parallel_batches) == (threads, parallel)
+    assert load_settings(device="cpu", threads_per_worker=3).parallel_batches == 3
+    assert load_settings(device="cpu", parallel_batches=1).parallel_batches == 1
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from zeroembed.client import InvalidRequest
 from zeroembed.client.protocol import EncodeOptions, decode_reply, encode_request
 
-from .servers import raw_socket
+from .servers import raw_socket, start_server
 
 TEXTS = [
     "hello world",
@@ -73,7 +73,8 @@ def test_request_larger_than_a_batch_keeps_order(server, reference):
         np.testing.assert_allclose(vectors[i], reference.run(texts[i], "sentence_embedding"), atol=2e-5)
 
 
-def test_concurrent_clients_each_get_their_own_vectors(server, reference):
+def hammer_with_clients(server, reference, clients: int = 8) -> None:
+    """Concurrent clients sending random requests; every vector must be its own text's."""
     rng = random.Random(7)
     pool = [f"client text {i}: " + " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(i % 40))
             for i in range(64)]
@@ -93,12 +94,32 @@ def test_concurrent_clients_each_get_their_own_vectors(server, reference):
         except Exception as exc:  # collected and asserted below, not lost in a thread
             failures.append(f"client {seed}: {exc!r}")
 
-    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
     assert not failures, failures[:5]
+
+
+def test_concurrent_clients_each_get_their_own_vectors(server, reference):
+    hammer_with_clients(server, reference)
+
+
+def test_batches_run_side_by_side_give_each_client_its_own_vectors(default_artifact, reference, tmp_path):
+    # One worker, two threads, two batches at once; padding bound 0 makes many small batches: a backlog.
+    server = start_server(default_artifact, tmp_path, "--workers", "1", "--threads-per-worker", "2",
+                          "--parallel-batches", "2", "--max-added-padding", "0")
+    try:
+        hammer_with_clients(server, reference)
+        with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
+            metrics = response.read().decode()
+        runs = {mode: float(line.split()[-1]) for line in metrics.splitlines()
+                if line.startswith("zeroembed_batch_runs_total{") for mode in ("alone", "side_by_side")
+                if f'mode="{mode}"' in line}
+        assert runs.get("side_by_side", 0) > 0 and runs.get("alone", 0) > 0, runs
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 def test_token_output_and_show_tokens(server, reference):
