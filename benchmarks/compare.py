@@ -434,7 +434,7 @@ def render(results: dict[str, Any]) -> str:
             if r.get("mean_queue_wait_s") is not None:
                 notes.append(f"wait {r['mean_queue_wait_s'] * 1000:.1f}ms")
             if r.get("inference_busy") is not None:
-                notes.append(f"worker busy {r['inference_busy'] * 100:.0f}%")
+                notes.append(f"run time {r['inference_busy'] * 100:.0f}% of wall")  # over 100 %: batches side by side
             if r.get("errors"):
                 notes.append(f"errors {r['errors']}")
         frac = r.get("ceiling_fraction")
