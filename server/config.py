@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
     threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
     parallel_batches: int = Field(0, ge=0, le=256, description="batches a worker runs side by side, one thread each, "
-                                  "when several wait (a lone one gets every thread); 0 = threads per worker on CPU, "
+                                  "when more than that wait (otherwise each gets every thread); 0 = threads per worker on CPU, "
                                   "1 on CUDA")
     max_batch_tokens: int = Field(0, ge=0, description="token budget of a batch: size × longest sequence; 0 = default")
     max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")

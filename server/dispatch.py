@@ -164,7 +164,7 @@ class Dispatcher:
                 self._fail(request, ErrorCode.WORKER_FAILED, f"the model failed on this request: {header['message']}")
         elif kind == RESULT:
             self.metrics.inference_time.observe(header["run_s"])
-            self.metrics.batch_runs.labels("alone" if header.get("alone", True) else "side_by_side").inc()
+            self.metrics.batch_runs.labels("alone" if header["alone"] else "side_by_side").inc()
             arrays = {name: np.frombuffer(buf, dtype=np.float32).reshape(shape)
                       for name, buf, shape in zip(flight.outputs, body[1:], header["arrays"])}
             self._deliver(flight, arrays)

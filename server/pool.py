@@ -28,8 +28,8 @@ class WorkerHandle:
     process: BaseProcess
     identity: bytes | None = None  # its socket identity, known once it says READY
     provider: str | None = None
-    # Batches sent to it, oldest first: the first is running, the others wait in its socket.
-    batches: list = field(default_factory=list)  # sent and unanswered, oldest first
+    # Batches sent to it and unanswered, oldest first: the first --parallel-batches of them may be running.
+    batches: list = field(default_factory=list)
     progress_at: float = field(default_factory=time.monotonic)  # last batch finished, or first one sent
     started_at: float = field(default_factory=time.monotonic)
 

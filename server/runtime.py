@@ -1,4 +1,4 @@
-"""The model runtime: one ONNX Runtime session behind a small interface.
+"""The model runtime: the model's ONNX Runtime sessions behind a small interface.
 
 CPU and CUDA share one code path: a batch's real tokens go to the session's
 device as OrtValues, the padding graph (padding.py) pads them there, its outputs
@@ -60,10 +60,10 @@ class EncoderRuntime:
             self._alone = ort.InferenceSession(str(model_path), alone_options, providers=providers)
             self._side_by_side = (ort.InferenceSession(str(model_path), _session_options(1), providers=providers)
                                   if parallel > 1 else self._alone)
+            # A few index operations per batch: one thread, no pool to wake.
+            self._padder = ort.InferenceSession(str(PADDING_MODEL), _session_options(1), providers=providers)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
-        # A few index operations per batch: one thread, no pool to wake.
-        self._padder = ort.InferenceSession(str(PADDING_MODEL), _session_options(1), providers=providers)
         self.provider = self._alone.get_providers()[0]
         # OrtValues live where the provider computes; "cpu" binds numpy memory directly.
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
