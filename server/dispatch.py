@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class InFlight:
     batch: Batch
     outputs: list[str]
     worker: WorkerHandle
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 Deliver = Callable[[InFlight, dict[str, np.ndarray]], None]
@@ -174,12 +175,7 @@ class Dispatcher:
         and start replacements when ``replace`` (not while shutting down)."""
         now = time.monotonic()
         for worker in self.pool.workers.values():
-            # Stuck: holding batches and none finished for a batch's time (batches may run side by side,
-            # so "the" running one is not known here; a finished one shows the worker is alive).
-            silent = now - worker.progress_at
-            if worker.batches and silent > self.settings.batch_timeout_s and worker.process.is_alive():
-                log.error("worker %d stuck: no batch finished for %.1fs (holding %d); replacing it", worker.index,
-                          silent, len(worker.batches))
+            if worker.batches and self._stuck(worker, now) and worker.process.is_alive():
                 worker.process.kill()  # reaped, and its batches retried, on a later tick
         for worker in self.pool.reap():
             if replace:
@@ -193,6 +189,22 @@ class Dispatcher:
                         item.attempts -= 1
                 self._retry(worker, flight)
             worker.batches = []
+
+    def _stuck(self, worker: WorkerHandle, now: float) -> bool:
+        """Whether a worker holding batches has stopped making progress.
+
+        Batches may run side by side, so which ones are running is not known
+        here: the worker is stuck when none finished for a batch's time, or
+        when its oldest batch is older than every batch ahead of it could take
+        (one lane frozen while another keeps finishing).
+        """
+        limit = self.settings.batch_timeout_s
+        silent, oldest = now - worker.progress_at, now - worker.batches[0].sent_at
+        if silent <= limit and oldest <= limit * self.depth:
+            return False
+        log.error("worker %d stuck: no batch finished for %.1fs, oldest of its %d batches sent %.1fs ago; "
+                  "replacing it", worker.index, silent, len(worker.batches), oldest)
+        return True
 
     def _retry(self, worker: WorkerHandle, flight: InFlight) -> None:
         """Requeue the texts of a batch lost with its worker, or fail their requests after the last attempt."""

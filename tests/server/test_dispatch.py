@@ -1,0 +1,105 @@
+"""The dispatcher's watch over workers: when a worker counts as stuck, and what its batches cost."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import zmq
+
+from zeroembed.server.batcher import Batch, Batcher, Item
+from zeroembed.server.config import load_settings
+from zeroembed.server.dispatch import Dispatcher, InFlight
+from zeroembed.server.metrics import Metrics
+from zeroembed.server.pool import WorkerHandle
+
+TIMEOUT_S = 10.0
+
+
+class FakeProcess:
+    """Alive until killed; stands in for a worker process."""
+
+    pid = 4242
+    exitcode = None
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def is_alive(self) -> bool:
+        return not self.killed
+
+    def kill(self) -> None:
+        self.killed, self.exitcode = True, -9
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+@pytest.fixture
+def dispatcher(tmp_path: Path):
+    context = zmq.Context()
+    settings = load_settings(device="cpu", workers=1, threads_per_worker=2, parallel_batches=2,
+                             batch_timeout_s=TIMEOUT_S)
+    artifact = SimpleNamespace(model_path=tmp_path / "model.onnx",
+                               manifest=SimpleNamespace(inputs=["input_ids", "attention_mask"]))
+    batcher = Batcher(max_batch_tokens=2048, max_batch_size=8, wait_s=0.0, max_added_padding=4)
+    failed: list = []
+    dispatcher = Dispatcher(context, tmp_path, settings, artifact, Metrics(), batcher, deliver=lambda *a: None,
+                            fail=lambda request, code, message: failed.append((request, code)))
+    worker = WorkerHandle(index=0, process=FakeProcess(), identity=b"w0")
+    dispatcher.pool.workers = {0: worker}
+    yield dispatcher, worker, batcher, failed
+    dispatcher.backend.close()
+    context.term()
+
+
+def hold(dispatcher, worker, *ages_s: float) -> list[Item]:
+    """Give ``worker`` one batch per age (oldest first), each of one text sent once."""
+    now, items = time.monotonic(), []
+    for number, age in enumerate(ages_s):
+        item = Item(owner=SimpleNamespace(failed=False), index=number, length=4, enqueued_at=now, attempts=1)
+        flight = InFlight(number, Batch([item], width=4), ["sentence_embedding"], worker, sent_at=now - age)
+        worker.batches.append(flight)
+        dispatcher.in_flight[flight.id] = flight
+        items.append(item)
+    return items
+
+
+def test_depth_is_a_waiting_batch_per_lane(dispatcher):
+    assert dispatcher[0].depth == 4
+
+
+def test_a_worker_finishing_batches_is_not_stuck(dispatcher):
+    dispatcher_, worker, _, _ = dispatcher
+    hold(dispatcher_, worker, TIMEOUT_S * 2, 1.0)  # a long wait behind others, but it finishes batches
+    worker.progress_at = time.monotonic() - 1.0
+    dispatcher_.check_workers(replace=False)
+    assert not worker.process.killed
+
+
+def test_a_worker_that_finishes_nothing_for_a_batch_time_is_killed(dispatcher):
+    dispatcher_, worker, _, _ = dispatcher
+    hold(dispatcher_, worker, TIMEOUT_S + 1)
+    worker.progress_at = time.monotonic() - (TIMEOUT_S + 1)
+    dispatcher_.check_workers(replace=False)
+    assert worker.process.killed
+
+
+def test_one_frozen_lane_is_noticed_while_the_other_keeps_finishing(dispatcher):
+    dispatcher_, worker, _, _ = dispatcher
+    hold(dispatcher_, worker, TIMEOUT_S * dispatcher_.depth + 1, 0.5)
+    worker.progress_at = time.monotonic()  # the other lane just finished one
+    dispatcher_.check_workers(replace=False)
+    assert worker.process.killed
+
+
+def test_a_dead_workers_batches_are_retried_and_only_those_that_could_run_spend_an_attempt(dispatcher):
+    dispatcher_, worker, batcher, failed = dispatcher
+    items = hold(dispatcher_, worker, 4.0, 3.0, 2.0, 1.0)
+    worker.process.kill()
+    dispatcher_.check_workers(replace=False)
+    # Two lanes: the two oldest may have been running and keep their attempt; the two behind them could not.
+    assert [item.attempts for item in items] == [1, 1, 0, 0]
+    assert len(batcher) == 4 and not failed and not dispatcher_.in_flight and not worker.batches
