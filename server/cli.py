@@ -22,8 +22,9 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("--cache-size", int, "texts whose vectors are cached to answer repeats without a worker; 0 = off (default 0)"),
     ("--workers", int, "worker processes (default: per device)"),
     ("--threads-per-worker", int, "ONNX Runtime threads per worker (default: cores / workers on CPU)"),
-    ("--parallel-batches", int, "batches a worker runs side by side, one thread each, when several wait; a "
-                                "lone batch gets every thread (default: threads per worker on CPU, 1 on CUDA)"),
+    ("--parallel-batches", int, "batches a worker runs side by side, one thread each, when more than that "
+                                "many wait; otherwise each gets every thread (default: threads per worker on "
+                                "CPU, 1 on CUDA)"),
     ("--max-batch-tokens", int, "token budget per batch: size × longest sequence (default: per device)"),
     ("--max-batch-size", int, "texts per batch at most (default: per device)"),
     ("--max-added-padding", int, "padding tokens a text may add to the batch it joins; one that would add more "
