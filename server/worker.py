@@ -13,8 +13,8 @@ A worker runs a batch on all its threads, in its main thread. With
 ``parallel`` > 1, when a backlog builds up (more batches waiting than that) it
 runs up to ``parallel`` side by side, one thread each, on runner threads, until
 the backlog is gone (EncoderRuntime explains why); only the main thread touches
-the socket. It exits on STOP, or by itself when its parent
-broker is gone, so no worker outlives the server.
+the socket. It exits on STOP, or by itself when its parent broker is gone, so
+no worker outlives the server.
 """
 
 from __future__ import annotations
@@ -152,11 +152,11 @@ class _Server:
         # From idle, batches go side by side (a runner thread and one core each) only when more wait than
         # can run at once: a backlog that keeps every lane busy. Otherwise each runs here on every thread,
         # which answers it soonest; a lane running alone at the end of a burst would leave cores idle.
+        if self.waiting and not self.side_by_side and (self._runners is None or len(self.waiting) <= self.parallel):
+            batch = self.waiting.popleft()
+            self._answer(batch, lambda: _run(self.runtime, batch, alone=True), alone=True)
+            return  # what arrived meanwhile decides the next one
         while self.waiting and len(self.side_by_side) < self.parallel:
-            if not self.side_by_side and (len(self.waiting) <= self.parallel or self._runners is None):
-                batch = self.waiting.popleft()
-                self._answer(batch, lambda: _run(self.runtime, batch, alone=True), alone=True)
-                return  # what arrived meanwhile decides the next one
             batch = self.waiting.popleft()
             future = self._runners.submit(_run, self.runtime, batch, alone=False)
             future.add_done_callback(lambda _: os.write(self._wake_write, b"\0"))
