@@ -21,16 +21,14 @@ class OrtEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        from zeroembed.server.runtime import session_options
+
         artifact = Path(artifact)
         manifest = json.loads((artifact / "manifest.json").read_text())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(artifact / model_file), options, providers=providers)
+        # The server's own session settings: the baseline differs from it only in how it is called.
+        self.session = ort.InferenceSession(str(artifact / model_file), session_options(threads),
+                                            providers=providers)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
         self.tokenizer.no_padding()

@@ -25,7 +25,8 @@ class RuntimeLoadError(Exception):
     """The model could not be loaded on the requested device."""
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int) -> ort.SessionOptions:
+    """The session settings the server runs a model with (the benchmark's in-process baseline uses them too)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -53,15 +54,15 @@ class EncoderRuntime:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            alone_options = _session_options(threads)
+            alone_options = session_options(threads)
             if parallel > 1:
                 # Its idle pool threads would otherwise spin on the cores the side-by-side runs need next.
                 alone_options.add_session_config_entry("session.force_spinning_stop", "1")
             self._alone = ort.InferenceSession(str(model_path), alone_options, providers=providers)
-            self._side_by_side = (ort.InferenceSession(str(model_path), _session_options(1), providers=providers)
+            self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1), providers=providers)
                                   if parallel > 1 else self._alone)
             # A few index operations per batch: one thread, no pool to wake.
-            self._padder = ort.InferenceSession(str(PADDING_MODEL), _session_options(1), providers=providers)
+            self._padder = ort.InferenceSession(str(PADDING_MODEL), session_options(1), providers=providers)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
         self.provider = self._alone.get_providers()[0]
