@@ -87,7 +87,7 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=providers)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(threads, device), providers=providers)
     binding = session.io_binding()
     for k, (m, kk, _) in enumerate(shapes):
         x = rng.standard_normal((m, kk), dtype=np.float32).astype(dtype)

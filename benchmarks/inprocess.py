@@ -27,7 +27,7 @@ class OrtEncoder:
         manifest = json.loads((artifact / "manifest.json").read_text())
         providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         # The server's own session settings: the baseline differs from it only in how it is called.
-        self.session = ort.InferenceSession(str(artifact / model_file), session_options(threads),
+        self.session = ort.InferenceSession(str(artifact / model_file), session_options(threads, device),
                                             providers=providers)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))

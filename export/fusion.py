@@ -1,9 +1,14 @@
 """Transformer fusion with ONNX Runtime's optimizer, and the fused-op gate.
 
 The fusion runs offline, in Python (``opt_level=0``): the saved graph holds
-the com.microsoft fused ops themselves, is not tied to any execution provider
-(no CPU- or CUDA-specific layouts baked in by an ORT session), and ORT has no
-fusing left to do when the server loads it.
+the com.microsoft fused ops themselves and is not tied to any execution
+provider (no CPU- or CUDA-specific layouts baked in by an ORT session).
+
+One fusion is left to the session: each residual connection stays as
+``Add`` + ``LayerNormalization`` (ONNX ops). ONNX Runtime fuses them into
+``SkipLayerNormalization`` when it loads the model, which pays on CUDA; on
+CPU that kernel took 3-4x the time of the two ops it replaces
+(benchmarks/RESULTS.md), so the server's CPU sessions turn the fusion off.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def fuse(model: onnx.ModelProto, source: ModelSource) -> OnnxModel:
     # (1-D mask_index), the form ORT's fastest CUDA attention kernels take. It assumes
     # right padding, which BERT's absolute position ids require anyway.
     options.use_raw_attention_mask(False)
+    options.enable_skip_layer_norm = False  # see the module docstring
     try:
         optimized = optimize_model(
             model,

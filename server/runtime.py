@@ -25,7 +25,12 @@ class RuntimeLoadError(Exception):
     """The model could not be loaded on the requested device."""
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+# ORT fusions the server turns off, by device. On CPU, SkipLayerNormalization's kernel
+# is slower than the LayerNormalization + Add it would replace (export/fusion.py).
+DISABLED_FUSIONS: dict[str, tuple[str, ...]] = {"cpu": ("SkipLayerNormFusion",), "cuda": ()}
+
+
+def session_options(threads: int, device: str = "cpu") -> ort.SessionOptions:
     """The session settings the server runs a model with (the benchmark's in-process baseline uses them too)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -33,6 +38,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if DISABLED_FUSIONS[device]:
+        options.add_session_config_entry("optimization.disable_specified_optimizers",
+                                         ",".join(DISABLED_FUSIONS[device]))
     return options
 
 
@@ -54,15 +62,15 @@ class EncoderRuntime:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            alone_options = session_options(threads)
+            alone_options = session_options(threads, device)
             if parallel > 1:
                 # Its idle pool threads would otherwise spin on the cores the side-by-side runs need next.
                 alone_options.add_session_config_entry("session.force_spinning_stop", "1")
             self._alone = ort.InferenceSession(str(model_path), alone_options, providers=providers)
-            self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1), providers=providers)
+            self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1, device), providers=providers)
                                   if parallel > 1 else self._alone)
             # A few index operations per batch: one thread, no pool to wake.
-            self._padder = ort.InferenceSession(str(PADDING_MODEL), session_options(1), providers=providers)
+            self._padder = ort.InferenceSession(str(PADDING_MODEL), session_options(1, device), providers=providers)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
         self.provider = self._alone.get_providers()[0]

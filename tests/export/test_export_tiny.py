@@ -35,7 +35,7 @@ def test_tiny_manifest(tiny_artifact: Path) -> None:
     assert manifest.architecture.num_layers == 2 and manifest.hidden_size == 64
     assert manifest.max_seq_length == 128  # min(position embeddings, 512): no sentence_bert_config
     assert manifest.fused_operators["Attention"] == 2
-    assert manifest.fused_operators.get("SkipLayerNormalization", 0) >= 2
+    assert "SkipLayerNormalization" not in manifest.fused_operators  # left to the session
     assert manifest.parity.passed
 
 

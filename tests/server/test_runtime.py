@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from zeroembed.server.runtime import EncoderRuntime
+from zeroembed.server.runtime import EncoderRuntime, session_options
 
 TEXTS = ["a", "the quick brown fox jumps over the lazy dog", "hello world", "zeroembed pads on the device"]
 
@@ -81,3 +82,17 @@ def test_read_only_buffers_from_the_wire_are_accepted(default_artifact):
     assert not ids.flags.writeable
     vectors = make_runtime(default_artifact).run(ids, lengths, ["sentence_embedding"])["sentence_embedding"]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("device", "kept", "gone"), [
+    ("cpu", "LayerNormalization", "SkipLayerNormalization"),
+    ("cuda", "SkipLayerNormalization", "LayerNormalization"),
+])
+def test_residual_layer_norms_are_fused_at_load_except_on_cpu(default_artifact, tmp_path, device, kept, gone):
+    # What ORT makes of the artifact's Add + LayerNormalization under each device's settings. Run
+    # on the CPU provider: ORT's SkipLayerNormFusion applies to CPU and CUDA nodes alike.
+    options = session_options(1, device)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(default_artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert (ops.count(kept), ops.count(gone)) == (12, 0)
