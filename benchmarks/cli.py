@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                      help="where every row runs (default cpu); cuda wants an fp16 artifact and reports no targets")
     cmp.add_argument("--rounds", type=int, default=None, metavar="N",
-                     help="interleaved rounds of the headline rows the targets are judged on (default 3; 0 = none)")
+                     help="interleaved rounds of the headline rows the targets are judged on "
+                          "(default 5 on CPU, 3 on CUDA; 0 = none)")
     p.set_defaults(handler=run, _bench_parser=p)
 
 
