@@ -30,8 +30,11 @@ class RuntimeLoadError(Exception):
 DISABLED_FUSIONS: dict[str, tuple[str, ...]] = {"cpu": ("SkipLayerNormFusion",), "cuda": ()}
 
 
-def session_options(threads: int, device: str = "cpu") -> ort.SessionOptions:
-    """The session settings the server runs a model with (the benchmark's in-process baseline uses them too)."""
+def session_options(threads: int, device: str) -> ort.SessionOptions:
+    """The settings the server runs a model with on ``device`` ("cpu" or "cuda").
+
+    The benchmark's in-process baseline and matmul ceiling use them too.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
