@@ -70,7 +70,11 @@ def resolve_artifact(path: str | None, device: str = "cpu") -> Path:
     from zeroembed.server.config import _default_cache_dir
     from zeroembed.server.default_model import default_artifact
 
-    return default_artifact(_default_cache_dir(), device)
+    return default_artifact(_default_cache_dir(), device, progress=_export_progress)
+
+
+def _export_progress(line: str) -> None:
+    _log(f"export: {line}")
 
 
 def source_model_dir(manifest: dict) -> Path | None:
@@ -84,29 +88,25 @@ def source_model_dir(manifest: dict) -> Path | None:
 
 
 def resolve_int8(path: str | None, fp32: Path, quick: bool, workdir: Path) -> tuple[Path | None, str]:
-    """(int8 artifact, how it was obtained). Exported once into the cache for the default model; the quick
-    mode and a failed export fall back to ORT's dynamic quantization of the fp32 model, and say so."""
+    """(int8 artifact, how it was obtained). For the default model, its int8 export in the cache (made, or
+    made again, as ``serve`` makes its fp32 one); other models, the quick mode and a failed export fall back
+    to ORT's dynamic quantization of the fp32 model, and say so."""
     if path:
         return Path(path).expanduser(), "given (--int8-artifact)"
-    if not quick:
-        try:
-            from zeroembed.export import DEFAULT_MODEL_NAME, ExportError, export_model
-            from zeroembed.server.config import _default_cache_dir
+    from zeroembed.server.artifact import ArtifactError
+    from zeroembed.server.config import _default_cache_dir
+    from zeroembed.server.default_model import default_artifact
 
-            target = _default_cache_dir() / f"{DEFAULT_MODEL_NAME}-int8"
-            if (target / "manifest.json").is_file():
-                return target, f"cached export {target}"
-            if fp32.parent == _default_cache_dir():
-                _log(f"exporting the int8 artifact into {target} (once)")
-                export_model(None, target, precision="int8", log=lambda line: _log(f"export: {line}"))
-                return target, f"exported into {target}"
-            note = "the fp32 artifact is not the default model"
-        except ImportError as exc:
-            note = f"exporter unavailable ({exc})"
-        except ExportError as exc:
-            note = f"`zeroembed export --precision int8` failed: {exc}"
-    else:
+    if quick:
         note = "quick mode"
+    elif fp32.parent != _default_cache_dir():  # the cache holds the default model's int8, not this model's
+        note = "the fp32 artifact is not the default model"
+    else:
+        try:
+            target = default_artifact(_default_cache_dir(), "cpu", "int8", progress=_export_progress)
+            return target, f"the default model's int8 export, {target}"
+        except ArtifactError as exc:
+            note = str(exc)
     try:
         out = quantize_fallback(fp32, workdir / "int8")
     except Exception as exc:  # quantization tooling missing or failing: the row is skipped, not the compare

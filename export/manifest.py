@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT_VERSION = 1
+# Bumped when the exporter builds a different graph from the same model, so that caches of
+# exported models (the server's default model) know to export again. 2: residual LayerNorms
+# left unfused (export/fusion.py). Manifests written before the field existed read as 1.
+EXPORTER_REVISION = 2
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,6 +80,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format_version: int = FORMAT_VERSION
+    exporter_revision: int = 1
     source: str
     architecture: Architecture
     hidden_size: int

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ExportError, QualityGateError
 from .manifest import (
+    EXPORTER_REVISION,
     MODEL_FILE,
     TOKENIZER_FILE,
     Architecture,
@@ -262,6 +263,7 @@ def _manifest(
 
     initializers = {init.name for init in final.graph.initializer}
     return Manifest(
+        exporter_revision=EXPORTER_REVISION,
         source=source.name,
         architecture=Architecture(
             model_type=source.model_type,

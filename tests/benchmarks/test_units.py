@@ -1,6 +1,9 @@
-"""Pure pieces of the harness: size distributions, request plans, metrics deltas, the FLOP formula."""
+"""Pieces of the harness: size distributions, request plans, metrics deltas, the FLOP formula, artifacts."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +102,32 @@ def test_compare_on_cuda_without_a_gpu_says_so(monkeypatch):
     monkeypatch.setattr(config, "cuda_available", lambda: False)
     with pytest.raises(SystemExit, match="sees no CUDA GPU"):
         main(["bench", "--compare", "--device", "cuda", "--quick"])
+
+
+def _cached_int8(xdg: Path) -> Path:
+    from zeroembed.export.manifest import EXPORTER_REVISION
+
+    cached = xdg / "zeroembed" / "all-MiniLM-L6-v2-int8"
+    cached.mkdir(parents=True)
+    (cached / "manifest.json").write_text(json.dumps({"exporter_revision": EXPORTER_REVISION}))
+    return cached
+
+
+def test_int8_row_uses_the_cached_int8_export_of_the_default_model(tmp_path, monkeypatch):
+    from zeroembed.benchmarks.compare import resolve_int8
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = _cached_int8(tmp_path)
+    fp32 = tmp_path / "zeroembed" / "all-MiniLM-L6-v2-fp32"
+    assert resolve_int8(None, fp32, quick=False, workdir=tmp_path / "work") == (
+        cached, f"the default model's int8 export, {cached}")
+
+
+def test_int8_row_of_another_model_is_not_the_default_models(tmp_path, monkeypatch, tiny_artifact):
+    from zeroembed.benchmarks.compare import resolve_int8
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = _cached_int8(tmp_path)
+    path, how = resolve_int8(None, tiny_artifact, quick=False, workdir=tmp_path / "work")
+    assert path != cached and how.startswith("the fp32 artifact is not the default model")
+    assert "stand-in: ORT quantize_dynamic" in how

@@ -79,7 +79,7 @@ def test_tokenizer_truncates_at_256_without_padding(default_artifact: Path) -> N
 def test_manifest_fields(default_artifact: Path) -> None:
     raw = json.loads((default_artifact / "manifest.json").read_text(encoding="utf-8"))
     for field in (
-        "format_version", "source", "architecture", "hidden_size", "max_seq_length", "pooling",
+        "format_version", "exporter_revision", "source", "architecture", "hidden_size", "max_seq_length", "pooling",
         "normalize", "precision", "inputs", "outputs", "opset", "fused_operators", "parity",
         "tool_versions", "model_sha256", "created_at",
     ):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zeroembed.export import Manifest, export_model
+from zeroembed.export.manifest import EXPORTER_REVISION
 
 TEXTS = ["a short one", "Something quite a bit longer, with punctuation!", "東京 🚀", "word " * 200]
 
@@ -36,6 +37,7 @@ def test_tiny_manifest(tiny_artifact: Path) -> None:
     assert manifest.max_seq_length == 128  # min(position embeddings, 512): no sentence_bert_config
     assert manifest.fused_operators["Attention"] == 2
     assert "SkipLayerNormalization" not in manifest.fused_operators  # left to the session
+    assert manifest.exporter_revision == EXPORTER_REVISION
     assert manifest.parity.passed
 
 
