@@ -67,10 +67,19 @@ def resolve_artifact(path: str | None, device: str = "cpu") -> Path:
     """``--artifact``, or the default model exported into the cache as ``serve`` does (fp16 for CUDA)."""
     if path:
         return Path(path).expanduser()
-    from zeroembed.server.config import _default_cache_dir
     from zeroembed.server.default_model import default_artifact
 
-    return default_artifact(_default_cache_dir(), device, progress=_export_progress)
+    return default_artifact(_cache_dir(), device, progress=_export_progress)
+
+
+def _cache_dir() -> Path:
+    """Where ``serve`` keeps the default model: ``ZEROEMBED_CACHE_DIR``, else the user's cache."""
+    from zeroembed.server.config import SettingsError, load_settings
+
+    try:
+        return load_settings(device="cpu").cache_dir  # the device given only spares it the GPU probe
+    except SettingsError as exc:  # the server this compare starts would refuse the same variables
+        raise SystemExit(f"zeroembed bench --compare: {exc}") from None
 
 
 def _export_progress(line: str) -> None:
@@ -94,16 +103,15 @@ def resolve_int8(path: str | None, fp32: Path, quick: bool, workdir: Path) -> tu
     if path:
         return Path(path).expanduser(), "given (--int8-artifact)"
     from zeroembed.server.artifact import ArtifactError
-    from zeroembed.server.config import _default_cache_dir
     from zeroembed.server.default_model import default_artifact
 
     if quick:
         note = "quick mode"
-    elif fp32.parent != _default_cache_dir():  # the cache holds the default model's int8, not this model's
+    elif fp32.parent != _cache_dir():  # the cache holds the default model's int8, not this model's
         note = "the fp32 artifact is not the default model"
     else:
         try:
-            target = default_artifact(_default_cache_dir(), "cpu", "int8", progress=_export_progress)
+            target = default_artifact(_cache_dir(), "cpu", "int8", progress=_export_progress)
             return target, f"the default model's int8 export, {target}"
         except ArtifactError as exc:
             note = str(exc)

@@ -113,10 +113,13 @@ def _cached_int8(xdg: Path) -> Path:
     return cached
 
 
-def test_int8_row_uses_the_cached_int8_export_of_the_default_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "ZEROEMBED_CACHE_DIR"])
+def test_int8_row_uses_the_cached_int8_export_of_the_default_model(tmp_path, monkeypatch, variable):
     from zeroembed.benchmarks.compare import resolve_int8
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The cache serve uses: under the user's cache, or where ZEROEMBED_CACHE_DIR says.
+    monkeypatch.delenv("ZEROEMBED_CACHE_DIR", raising=False)
+    monkeypatch.setenv(variable, str(tmp_path if variable == "XDG_CACHE_HOME" else tmp_path / "zeroembed"))
     cached = _cached_int8(tmp_path)
     fp32 = tmp_path / "zeroembed" / "all-MiniLM-L6-v2-fp32"
     assert resolve_int8(None, fp32, quick=False, workdir=tmp_path / "work") == (
@@ -126,8 +129,17 @@ def test_int8_row_uses_the_cached_int8_export_of_the_default_model(tmp_path, mon
 def test_int8_row_of_another_model_is_not_the_default_models(tmp_path, monkeypatch, tiny_artifact):
     from zeroembed.benchmarks.compare import resolve_int8
 
+    monkeypatch.delenv("ZEROEMBED_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cached = _cached_int8(tmp_path)
     path, how = resolve_int8(None, tiny_artifact, quick=False, workdir=tmp_path / "work")
     assert path != cached and how.startswith("the fp32 artifact is not the default model")
     assert "stand-in: ORT quantize_dynamic" in how
+
+
+def test_compare_refuses_server_settings_the_server_would_refuse(monkeypatch):
+    from zeroembed.benchmarks.compare import resolve_artifact
+
+    monkeypatch.setenv("ZEROEMBED_PORT", "abc")
+    with pytest.raises(SystemExit, match="invalid --port / ZEROEMBED_PORT"):
+        resolve_artifact(None)
