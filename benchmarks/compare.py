@@ -107,11 +107,11 @@ def resolve_int8(path: str | None, fp32: Path, quick: bool, workdir: Path) -> tu
 
     if quick:
         note = "quick mode"
-    elif fp32.parent != _cache_dir():  # the cache holds the default model's int8, not this model's
+    elif fp32.parent != (cache := _cache_dir()):  # the cache holds the default model's int8, not this one's
         note = "the fp32 artifact is not the default model"
     else:
         try:
-            target = default_artifact(_cache_dir(), "cpu", "int8", progress=_export_progress)
+            target = default_artifact(cache, "cpu", "int8", progress=_export_progress)
             return target, f"the default model's int8 export, {target}"
         except ArtifactError as exc:
             note = str(exc)
