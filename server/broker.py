@@ -1,9 +1,10 @@
 """The broker: clients in, batches out to workers, replies back — one thread, one poll loop.
 
-In the shape of the zguide's load-balancing broker: a ROUTER faces clients, a
-ROUTER faces workers, workers say READY and take one batch at a time. On top
-of that the broker validates and tokenizes requests, queues their texts in the
-batcher, and reassembles each request from the batches its texts ran in.
+In the shape of the zguide's load-balancing broker: a ROUTER faces clients,
+workers connect to the dispatcher (over plain Unix sockets: channel.py says
+why), say READY and take batches. On top of that the broker validates and
+tokenizes requests, queues their texts in the batcher, and reassembles each
+request from the batches its texts ran in.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class Broker:
         self._accepting = True
         self._context = zmq.Context()
         self._sockdir = tempfile.TemporaryDirectory(prefix="zeroembed-")
-        self.dispatcher = Dispatcher(self._context, Path(self._sockdir.name), settings, artifact, metrics,
-                                     self.batcher, deliver=self._deliver, fail=self._fail)
+        self.dispatcher = Dispatcher(Path(self._sockdir.name), settings, artifact, metrics, self.batcher,
+                                     deliver=self._deliver, fail=self._fail)
         self.front = self._context.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.LINGER, 0)
         self.front.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
@@ -125,7 +126,7 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.internal, zmq.POLLIN)
-        poller.register(self.dispatcher.backend, zmq.POLLIN)
+        poller.register(self.dispatcher.fileno(), zmq.POLLIN)
         poller.register(self.background.fileno(), zmq.POLLIN)
         drain_deadline = None
         last_check = time.monotonic()
@@ -138,8 +139,8 @@ class Broker:
             if drain_deadline is not None and (not self.pending or now >= drain_deadline):
                 break
             events = dict(poller.poll(self._poll_timeout_ms(now)))
-            if self.dispatcher.backend in events:
-                self._drain(self.dispatcher.backend, lambda _sock, frames: self.dispatcher.on_message(frames))
+            if self.dispatcher.fileno() in events:
+                self.dispatcher.on_ready()
             for sock in (self.front, self.internal):
                 if sock in events:
                     self._drain(sock, self._on_client_message)

@@ -1,7 +1,7 @@
 """The worker side of the broker: which worker runs which batch, and what happens when one fails.
 
-Owns the ROUTER the workers connect to and the pool of worker processes. It
-pulls batches from the batcher for idle workers, hands finished batches back
+Owns the Unix socket the workers connect to (channel.py) and the pool of
+worker processes. It pulls batches from the batcher for idle workers, hands finished batches back
 to the broker, retries the texts of a batch lost with its worker once, and
 replaces workers that die or get stuck. It knows nothing of clients.
 """
@@ -11,18 +11,19 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import selectors
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 from zeroembed.client.protocol import ErrorCode
 
 from .artifact import Artifact
 from .batcher import Batch, Batcher
+from .channel import Channel, ChannelError, listen
 from .config import Settings
 from .metrics import Metrics
 from .pool import WorkerHandle, WorkerPool
@@ -55,17 +56,18 @@ Fail = Callable[[object, ErrorCode, str], None]  # (request, code, message)
 class Dispatcher:
     """Runs batches on the worker pool; results go to ``deliver``, lost requests to ``fail``."""
 
-    def __init__(self, context: zmq.Context, sockdir: Path, settings: Settings, artifact: Artifact,
-                 metrics: Metrics, batcher: Batcher, *, deliver: Deliver, fail: Fail) -> None:
+    def __init__(self, sockdir: Path, settings: Settings, artifact: Artifact, metrics: Metrics, batcher: Batcher,
+                 *, deliver: Deliver, fail: Fail) -> None:
         self.settings = settings
         self.metrics = metrics
         self.batcher = batcher
         self._deliver = deliver
         self._fail = fail
-        self.backend = context.socket(zmq.ROUTER)
-        self.backend.setsockopt(zmq.LINGER, 0)
-        endpoint = f"ipc://{sockdir / 'workers'}"
-        self.backend.bind(endpoint)
+        endpoint = str(sockdir / "workers")
+        self._listener = listen(endpoint)
+        # Every worker socket in one selector: the broker polls its fd, which is readable when any is.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
         self.pool = WorkerPool(size=settings.workers, endpoint=endpoint, model_path=artifact.model_path,
                                inputs=tuple(artifact.manifest.inputs), device=settings.device,
                                threads=settings.threads_per_worker, parallel=settings.parallel_batches,
@@ -77,6 +79,10 @@ class Dispatcher:
         self.in_flight: dict[int, InFlight] = {}
         self._batch_ids = itertools.count()
 
+    def fileno(self) -> int:
+        """A file descriptor that is readable when a worker's socket needs :meth:`on_ready`."""
+        return self._selector.fileno()
+
     def start(self) -> None:
         """Start every worker and wait until all have loaded the model."""
         self.pool.start()
@@ -84,20 +90,68 @@ class Dispatcher:
         while not all(w.ready for w in self.pool.workers.values()):
             if time.monotonic() > deadline:
                 raise StartupError(f"workers did not load the model within {self.settings.worker_start_timeout_s}s")
-            if self.backend.poll(100):
-                self.on_message(self.backend.recv_multipart())
+            self.on_ready(timeout=0.1)
             dead = self.pool.reap()
             if dead:
                 raise StartupError(f"worker {dead[0].index} exited while loading the model "
                                    f"(exit code {dead[0].process.exitcode})")
 
     def stop(self) -> None:
-        """Tell every worker to stop, wait for them (killing stragglers), close the socket."""
+        """Tell every worker to stop, wait for them (killing stragglers), close the sockets."""
         for worker in self.pool.workers.values():
-            if worker.identity is not None:
-                self.backend.send_multipart([worker.identity, STOP])
+            if worker.channel is not None:
+                try:
+                    worker.channel.send_all([STOP], timeout=1.0)
+                except (OSError, TimeoutError):
+                    pass  # gone or stuck: the pool terminates it
         self.pool.stop()
-        self.backend.close()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
+
+    def on_ready(self, timeout: float = 0) -> None:
+        """Accept workers, take their messages, and write what waits for their sockets."""
+        for key, events in self._selector.select(timeout):
+            if key.fileobj is self._listener:
+                self._accept()
+                continue
+            channel: Channel = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                self._flush(channel)
+            if events & selectors.EVENT_READ:
+                try:
+                    messages = channel.receive()
+                except ChannelError as exc:
+                    log.error("closing a worker's socket: %s", exc)  # the worker is reaped as dead or stuck
+                    messages, channel.closed = [], True
+                for frames in messages:
+                    self.on_message(channel, frames)
+                if channel.closed:
+                    self._drop(channel)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            self._selector.register(Channel(sock), selectors.EVENT_READ)
+
+    def _flush(self, channel: Channel) -> None:
+        try:
+            done = channel.flush()
+        except OSError:  # the worker is gone; reaping retries its batches
+            done = True
+        if done:
+            self._selector.modify(channel, selectors.EVENT_READ)
+
+    def _drop(self, channel: Channel) -> None:
+        """Forget a worker's socket once it closed (its process exited or is exiting)."""
+        self._selector.unregister(channel)
+        channel.close()
+        for worker in self.pool.workers.values():
+            if worker.channel is channel:
+                worker.channel = None
 
     def has_room(self) -> bool:
         """Whether some worker can take a batch now."""
@@ -123,36 +177,39 @@ class Dispatcher:
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
         worker.batches.append(flight)
         self.in_flight[flight.id] = flight
-        self.backend.send_multipart([worker.identity, BATCH, dumps({"batch": flight.id, "outputs": outputs}),
-                                     ids, lengths], copy=False)
+        try:
+            if not worker.channel.send([BATCH, dumps({"batch": flight.id, "outputs": outputs}), ids, lengths]):
+                self._selector.modify(worker.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        except OSError:  # the worker is gone; reaping retries this batch with its others
+            pass
         oldest = min(item.enqueued_at for item in batch.items)
         self.metrics.queue_wait.observe(time.monotonic() - oldest)
         self.metrics.batch_size.observe(len(batch.items))
         self.metrics.batch_tokens.observe(batch.padded_tokens)
         self.metrics.padding_tokens.inc(batch.padded_tokens - batch.tokens)
 
-    def on_message(self, frames: list[bytes]) -> None:
+    def on_message(self, channel: Channel, frames: list) -> None:
         """Handle one message from a worker: READY, FATAL, RESULT or FAILED."""
-        identity, kind, body = frames[0], frames[1], frames[2:]
+        kind, body = bytes(frames[0]), frames[1:]
         if kind == READY:
-            info = json.loads(body[0])
+            info = json.loads(bytes(body[0]))
             worker = next((w for w in self.pool.workers.values() if w.pid == info["pid"]), None)
             if worker is None:
                 log.warning("READY from unknown worker pid %s", info.get("pid"))
                 return
-            worker.identity, worker.provider = identity, info["provider"]
+            worker.channel, worker.provider = channel, info["provider"]
             log.info("worker %d ready: pid %d, provider %s", worker.index, worker.pid, worker.provider)
             if self.settings.device == "cuda" and worker.provider != "CUDAExecutionProvider":
                 log.warning("worker %d asked for CUDA but got %s", worker.index, worker.provider)
             return
         if kind == FATAL:
-            message = json.loads(body[0])["message"]
+            message = json.loads(bytes(body[0]))["message"]
             if not all(w.ready for w in self.pool.workers.values()):
                 raise StartupError(f"a worker could not load the model: {message}")
             log.error("a replacement worker could not load the model: %s", message)
             return
-        worker = self.pool.by_identity(identity)
-        header = json.loads(body[0])
+        worker = self.pool.by_channel(channel)
+        header = json.loads(bytes(body[0]))
         flight = self.in_flight.pop(header.get("batch"), None)
         if worker is not None:
             worker.batches = [f for f in worker.batches if f is not flight]

@@ -1,20 +1,20 @@
 """The worker pool: starting, watching, replacing and stopping worker processes.
 
 The pool only manages processes; the broker decides what each worker runs.
-Workers are spawned (not forked) so no ZeroMQ context or thread of the broker
-is copied into them.
+Workers are spawned (not forked) so no socket, ZeroMQ context or thread of
+the broker is copied into them.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from .channel import Channel
 from .worker import WorkerSpec, worker_main
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class WorkerHandle:
 
     index: int
     process: BaseProcess
-    identity: bytes | None = None  # its socket identity, known once it says READY
+    channel: Channel | None = None  # its connection, known once it says READY; None again once closed
     provider: str | None = None
     # Batches sent to it and unanswered, oldest first: the first --parallel-batches of them may be running.
     batches: list = field(default_factory=list)
@@ -39,7 +39,7 @@ class WorkerHandle:
 
     @property
     def ready(self) -> bool:
-        return self.identity is not None
+        return self.channel is not None
 
 
 class WorkerPool:
@@ -50,7 +50,7 @@ class WorkerPool:
         self.size = size
         self._context = multiprocessing.get_context("spawn")
         self._spec = dict(endpoint=endpoint, model_path=model_path, inputs=inputs, device=device,
-                          threads=threads, parallel=parallel, parent_pid=os.getpid(), log_level=log_level)
+                          threads=threads, parallel=parallel, log_level=log_level)
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
 
@@ -69,8 +69,8 @@ class WorkerPool:
         self.workers[index] = handle
         return handle
 
-    def by_identity(self, identity: bytes) -> WorkerHandle | None:
-        return next((w for w in self.workers.values() if w.identity == identity), None)
+    def by_channel(self, channel: Channel) -> WorkerHandle | None:
+        return next((w for w in self.workers.values() if w.channel is channel), None)
 
     def with_room(self, depth: int) -> list[WorkerHandle]:
         """Ready workers holding fewer than ``depth`` batches, the least loaded first."""

@@ -1,4 +1,4 @@
-"""A worker process: one model runtime, fed batches by the broker over a DEALER socket.
+"""A worker process: one model runtime, fed batches by the broker.
 
 Broker ↔ worker messages (internal; both ends live in this package)::
 
@@ -9,12 +9,13 @@ Broker ↔ worker messages (internal; both ends live in this package)::
     worker → broker  FAILED  {"batch", "message"}                this batch failed; still serving
     broker → worker  STOP                                         finish and exit
 
-A worker runs a batch on all its threads, in its main thread. With
-``parallel`` > 1, when a backlog builds up (more batches waiting than that) it
-runs up to ``parallel`` side by side, one thread each, on runner threads, until
-the backlog is gone (EncoderRuntime explains why); only the main thread touches
-the socket. It exits on STOP, or by itself when its parent broker is gone, so
-no worker outlives the server.
+They travel over a Unix socket the worker connects to (channel.py). A worker
+runs a batch on all its threads, in its main thread. With ``parallel`` > 1,
+when a backlog builds up (more batches waiting than that) it runs up to
+``parallel`` side by side, one thread each, on runner threads, until the
+backlog is gone (EncoderRuntime explains why); only the main thread touches the
+socket. It exits on STOP, or by itself when the broker's end of the socket
+closes (the broker exited or died), so no worker outlives the server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import time
 from collections import deque
@@ -31,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zmq
+
+from .channel import Channel
 
 READY, FATAL, BATCH, RESULT, FAILED, STOP = (b"ready", b"fatal", b"batch", b"result", b"failed", b"stop")
-_PARENT_CHECK_MS = 1000
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,11 @@ class WorkerSpec:
     """What a worker process needs to start; picklable, passed to the spawned process."""
 
     index: int
-    endpoint: str  # the broker's backend socket
+    endpoint: str  # the path of the broker's Unix socket for workers
     model_path: Path
     inputs: tuple[str, ...]
     device: str
     threads: int
-    parent_pid: int
     parallel: int = 1  # batches run side by side, one thread each, when more than that many wait
     log_level: str = "info"
 
@@ -66,26 +67,21 @@ def worker_main(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{spec.index} %(levelname)s %(message)s")
     logging.getLogger("zeroembed").setLevel(spec.log_level.upper())
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 1000)
-    socket.connect(spec.endpoint)
+    channel = Channel.connect(spec.endpoint)
     try:
         from .runtime import EncoderRuntime
 
         runtime = EncoderRuntime(spec.model_path, device=spec.device, threads=spec.threads, inputs=spec.inputs,
                                  parallel=spec.parallel)
     except Exception as exc:  # any load failure is reported to the broker, which explains it
-        socket.send_multipart([FATAL, dumps({"message": str(exc)})])
-        socket.close()
-        context.term()
+        channel.send_all([FATAL, dumps({"message": str(exc)})])
+        channel.close()
         raise SystemExit(1) from None
-    socket.send_multipart([READY, dumps({"pid": os.getpid(), "provider": runtime.provider, "device": spec.device})])
+    channel.send_all([READY, dumps({"pid": os.getpid(), "provider": runtime.provider, "device": spec.device})])
     try:
-        _Server(socket, runtime, spec.parallel).serve(spec.parent_pid)
+        _Server(channel, runtime, spec.parallel).serve()
     finally:
-        socket.close()
-        context.term()
+        channel.close()
 
 
 @dataclass(frozen=True)
@@ -98,8 +94,8 @@ class _Batch:
 class _Server:
     """The worker's loop: receives batches, decides how each runs, sends its outputs back."""
 
-    def __init__(self, socket: zmq.Socket, runtime, parallel: int) -> None:
-        self.socket = socket
+    def __init__(self, channel: Channel, runtime, parallel: int) -> None:
+        self.channel = channel
         self.runtime = runtime
         self.parallel = parallel
         self.waiting: deque[_Batch] = deque()
@@ -108,45 +104,45 @@ class _Server:
         self._wake_read, self._wake_write = os.pipe()  # a runner finished: wakes the poll
         os.set_blocking(self._wake_read, False)
 
-    def serve(self, parent_pid: int) -> None:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._wake_read, zmq.POLLIN)
+    def serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.channel.fileno(), select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
         try:
-            while True:
-                # A batch that could start but waits (after a run here) only needs a fresh look at the socket.
-                startable = self.waiting and len(self.side_by_side) < self.parallel
-                events = dict(poller.poll(0 if startable else _PARENT_CHECK_MS))
-                if not events and os.getppid() != parent_pid:  # the broker died without a STOP: leave
-                    return
-                if self.socket in events and not self._receive():
-                    return
-                if self._wake_read in events:
-                    os.read(self._wake_read, 4096)
-                finished = [(self.side_by_side.pop(f), f) for f in list(self.side_by_side) if f.done()]
-                if self.side_by_side:
-                    self._start()  # a runner is still busy: fill the free one before spending time on replies
-                for batch, future in finished:
-                    self._answer(batch, future.result, alone=False)
-                self._start()
+            self._loop(poller)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the broker is gone: nobody to answer
         finally:
             if self._runners is not None:  # batches already running finish (ORT cannot be interrupted)
                 self._runners.shutdown(wait=True, cancel_futures=True)
             os.close(self._wake_read)
             os.close(self._wake_write)
 
-    def _receive(self) -> bool:
-        """Queue every batch that arrived; False on STOP."""
+    def _loop(self, poller: select.poll) -> None:
         while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
+            # A batch that could start but waits (after a run here) only needs a fresh look at the socket.
+            startable = self.waiting and len(self.side_by_side) < self.parallel
+            events = dict(poller.poll(0 if startable else None))
+            if self.channel.fileno() in events and not self._receive():
+                return
+            if self._wake_read in events:
+                os.read(self._wake_read, 4096)
+            finished = [(self.side_by_side.pop(f), f) for f in list(self.side_by_side) if f.done()]
+            if self.side_by_side:
+                self._start()  # a runner is still busy: fill the free one before spending time on replies
+            for batch, future in finished:
+                self._answer(batch, future.result, alone=False)
+            self._start()
+
+    def _receive(self) -> bool:
+        """Queue every batch that arrived; False on STOP, or when the broker is gone."""
+        for frames in self.channel.receive():
             if frames[0] == STOP:
                 return False
             if frames[0] == BATCH and len(frames) == 4:
-                self.waiting.append(_Batch(json.loads(frames[1]), np.frombuffer(frames[2], dtype=np.int32),
+                self.waiting.append(_Batch(json.loads(bytes(frames[1])), np.frombuffer(frames[2], dtype=np.int32),
                                            np.frombuffer(frames[3], dtype=np.int32)))
+        return not self.channel.closed
 
     def _start(self) -> None:
         # From idle, batches go side by side (a runner thread and one core each) only when more wait than
@@ -168,11 +164,11 @@ class _Server:
             arrays, run_s = run()
         except Exception as exc:
             log.error("batch %s failed: %s", batch.header["batch"], exc, exc_info=exc)
-            self.socket.send_multipart([FAILED, dumps({"batch": batch.header["batch"], "message": str(exc)})])
+            self.channel.send_all([FAILED, dumps({"batch": batch.header["batch"], "message": str(exc)})])
             return
         meta = {"batch": batch.header["batch"], "run_s": run_s, "alone": alone,
                 "arrays": [list(a.shape) for a in arrays]}
-        self.socket.send_multipart([RESULT, dumps(meta), *arrays], copy=False)
+        self.channel.send_all([RESULT, dumps(meta), *arrays])
 
 
 def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:

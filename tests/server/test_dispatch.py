@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import zmq
 
 from zeroembed.server.batcher import Batch, Batcher, Item
 from zeroembed.server.config import load_settings
@@ -39,20 +38,19 @@ class FakeProcess:
 
 @pytest.fixture
 def dispatcher(tmp_path: Path):
-    context = zmq.Context()
     settings = load_settings(device="cpu", workers=1, threads_per_worker=2, parallel_batches=2,
                              batch_timeout_s=TIMEOUT_S)
     artifact = SimpleNamespace(model_path=tmp_path / "model.onnx",
                                manifest=SimpleNamespace(inputs=["input_ids", "attention_mask"]))
     batcher = Batcher(max_batch_tokens=2048, max_batch_size=8, wait_s=0.0, max_added_padding=4)
     failed: list = []
-    dispatcher = Dispatcher(context, tmp_path, settings, artifact, Metrics(), batcher, deliver=lambda *a: None,
+    dispatcher = Dispatcher(tmp_path, settings, artifact, Metrics(), batcher, deliver=lambda *a: None,
                             fail=lambda request, code, message: failed.append((request, code)))
-    worker = WorkerHandle(index=0, process=FakeProcess(), identity=b"w0")
+    worker = WorkerHandle(index=0, process=FakeProcess(), channel=object())
     dispatcher.pool.workers = {0: worker}
     yield dispatcher, worker, batcher, failed
-    dispatcher.backend.close()
-    context.term()
+    dispatcher.pool.workers = {}
+    dispatcher.stop()
 
 
 def hold(dispatcher, worker, *ages_s: float) -> list[Item]:

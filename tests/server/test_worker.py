@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
+import select
+import socket
 import threading
 import time
 
 import numpy as np
 import pytest
-import zmq
 
+from zeroembed.server.channel import Channel
 from zeroembed.server.worker import BATCH, FAILED, RESULT, STOP, _Server
 
 
@@ -41,42 +42,50 @@ class FakeRuntime:
 
 @pytest.fixture
 def worker():
-    """(router socket, start(runtime, parallel)) with the worker's loop on a thread, stopped after."""
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.bind("inproc://workers")
-    dealer = context.socket(zmq.DEALER)
-    dealer.connect("inproc://workers")
-    dealer.send(b"hello")  # so the router learns the dealer's identity
-    identity = router.recv_multipart()[0]
+    """(start(runtime, parallel), send, receive) with the worker's loop on a thread, stopped after."""
+    broker_end, worker_end = (Channel(sock) for sock in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
     threads = []
+    inbox: list = []
 
     def start(runtime, parallel: int) -> None:
-        thread = threading.Thread(target=_Server(dealer, runtime, parallel).serve, args=(os.getppid(),))
+        thread = threading.Thread(target=_Server(worker_end, runtime, parallel).serve)
         thread.start()
         threads.append(thread)
 
     def send(batch_id: int, lengths: list[int]) -> None:
         ids = np.full(sum(lengths), batch_id, dtype=np.int32)
-        router.send_multipart([identity, BATCH, json.dumps({"batch": batch_id, "outputs": ["sentence_embedding"]})
-                               .encode(), ids.tobytes(), np.array(lengths, dtype=np.int32).tobytes()])
+        broker_end.send_all([BATCH, json.dumps({"batch": batch_id, "outputs": ["sentence_embedding"]}).encode(),
+                             ids, np.array(lengths, dtype=np.int32)])
 
-    def receive(count: int) -> dict[int, tuple[bytes, list[bytes]]]:
+    def receive(count: int) -> dict[int, tuple[bytes, dict, list]]:
+        poller = select.poll()
+        poller.register(broker_end.fileno(), select.POLLIN)
+        while len(inbox) < count:
+            assert poller.poll(5000), "the worker did not answer"
+            inbox.extend(broker_end.receive())
         replies = {}
-        for _ in range(count):
-            assert router.poll(5000), "the worker did not answer"
-            _, kind, header, *buffers = router.recv_multipart()
-            replies[json.loads(header)["batch"]] = (kind, json.loads(header), buffers)
+        for kind, header, *buffers in inbox[:count]:
+            replies[json.loads(bytes(header))["batch"]] = (bytes(kind), json.loads(bytes(header)), buffers)
+        del inbox[:count]
         return replies
 
     yield start, send, receive
-    router.send_multipart([identity, STOP])
+    broker_end.send_all([STOP])
     for thread in threads:
         thread.join(10)
         assert not thread.is_alive()
-    dealer.close()
-    router.close()
-    context.term()
+    broker_end.close()
+    worker_end.close()
+
+
+def test_the_worker_leaves_when_the_broker_is_gone():
+    broker_end, worker_end = (Channel(sock) for sock in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+    thread = threading.Thread(target=_Server(worker_end, FakeRuntime(), 2).serve)
+    thread.start()
+    broker_end.close()  # what the kernel does when the broker process dies
+    thread.join(10)
+    assert not thread.is_alive()
+    worker_end.close()
 
 
 def test_as_many_waiting_as_can_run_at_once_still_run_alone(worker):
