@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,7 @@ class Chunk:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex  # random, so a late reply can never match a later request
+    return os.urandom(16).hex()  # random, so a late reply can never match a later request
 
 
 def reissue(chunk: Chunk) -> Chunk:
@@ -138,11 +138,14 @@ def check_texts(texts: Any, is_tokenized: bool = False) -> list[str] | list[list
     return [list(t) for t in texts] if is_tokenized else texts
 
 
+_OUTPUTS = frozenset(o.value for o in Output)
+
+
 def check_options(output: Any, normalize: Any, truncate: Any, show_tokens: Any,
                   is_tokenized: Any = False) -> EncodeOptions:
     """The options of ``encode`` checked before anything is sent."""
-    if not isinstance(output, str) or output not in {o.value for o in Output}:
-        raise InvalidRequest(f"output must be one of {[o.value for o in Output]}, got {output!r}")
+    if not isinstance(output, str) or output not in _OUTPUTS:
+        raise InvalidRequest(f"output must be one of {sorted(_OUTPUTS)}, got {output!r}")
     if normalize is not None and not isinstance(normalize, bool):
         raise InvalidRequest(f"normalize must be True, False or None, got {normalize!r}")
     for name, value in (("truncate", truncate), ("show_tokens", show_tokens), ("is_tokenized", is_tokenized)):

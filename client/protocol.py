@@ -280,8 +280,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true must not pass for 1
 
 
+# One encoder for every frame: json.dumps with options builds a new encoder per call, which costs more
+# than encoding a header does.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _load(frame: bytes | memoryview, what: str) -> Any:

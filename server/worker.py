@@ -55,8 +55,11 @@ class WorkerSpec:
     log_level: str = "info"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one per call
+
+
 def dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def worker_main(spec: WorkerSpec) -> None:

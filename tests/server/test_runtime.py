@@ -67,6 +67,38 @@ def test_token_vectors_come_back_flat_real_tokens_only(artifact):
     np.testing.assert_allclose(got["token_embeddings"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_one_text_skips_the_padding_graph_and_matches_the_plain_run(artifact):
+    runtime = make_runtime(artifact)
+    for text in TEXTS[:2]:
+        ids, lengths = tokenize(artifact, [text])
+        got = runtime.run(ids, lengths, ["sentence_embedding", "token_embeddings"])
+        expected = padded_run(artifact, ids, lengths, ["sentence_embedding", "token_embeddings"])
+        np.testing.assert_allclose(got["sentence_embedding"], expected[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["token_embeddings"], expected[1][0], rtol=1e-5, atol=1e-5)
+
+
+def test_one_text_gets_the_inputs_the_padding_graph_makes(tmp_path):
+    # A model that echoes its three inputs side by side: the one-text rows must be what padding makes.
+    from onnx import TensorProto, helper
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    graph = helper.make_graph(
+        [*(helper.make_node("Cast", [n], [f"{n}_f"], to=TensorProto.FLOAT) for n in names),
+         helper.make_node("Concat", [f"{n}_f" for n in names], ["sentence_embedding"], axis=1)],
+        "echo", [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "width"]) for n in names],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", "out"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "echo.onnx")
+    runtime = EncoderRuntime(tmp_path / "echo.onnx", device="cpu", threads=1, inputs=names)
+    ids = np.array([101, 7592, 2088, 102], dtype=np.int32)
+    alone = runtime.run(ids, np.array([4], np.int32), ["sentence_embedding"])["sentence_embedding"]
+    padded = runtime.run(np.concatenate([ids, ids]), np.array([4, 4], np.int32),
+                         ["sentence_embedding"])["sentence_embedding"]
+    np.testing.assert_array_equal(alone[0], [*ids, 1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(alone[0], padded[0])
+
+
 def test_a_text_batched_with_longer_ones_gets_its_own_vector(default_artifact):
     ids, lengths = tokenize(default_artifact, TEXTS)
     runtime = make_runtime(default_artifact)
