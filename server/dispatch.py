@@ -209,13 +209,16 @@ class Dispatcher:
             log.error("a replacement worker could not load the model: %s", message)
             return
         worker = self.pool.by_channel(channel)
+        if worker is None:
+            log.warning("dropped a %r message from a socket that is no worker's", kind)
+            return
         header = json.loads(bytes(body[0]))
-        flight = self.in_flight.pop(header.get("batch"), None)
-        if worker is not None:
-            worker.batches = [f for f in worker.batches if f is not flight]
-            worker.progress_at = time.monotonic()
-        if flight is None:
+        flight = self.in_flight.get(header.get("batch"))
+        if flight is None or flight.worker is not worker:
             return  # a batch already given up on (its worker was declared dead)
+        del self.in_flight[flight.id]
+        worker.batches = [f for f in worker.batches if f is not flight]
+        worker.progress_at = time.monotonic()
         if kind == FAILED:
             log.error("batch %d failed in worker %d: %s", flight.id, flight.worker.index, header["message"])
             for request in {item.owner for item in flight.batch.items}:

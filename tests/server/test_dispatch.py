@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from zeroembed.server.batcher import Batch, Batcher, Item
@@ -13,6 +15,7 @@ from zeroembed.server.config import load_settings
 from zeroembed.server.dispatch import Dispatcher, InFlight
 from zeroembed.server.metrics import Metrics
 from zeroembed.server.pool import WorkerHandle
+from zeroembed.server.worker import RESULT
 
 TIMEOUT_S = 10.0
 
@@ -101,3 +104,19 @@ def test_a_dead_workers_batches_are_retried_and_only_those_that_could_run_spend_
     # Two lanes: the two oldest may have been running and keep their attempt; the two behind them could not.
     assert [item.attempts for item in items] == [1, 1, 0, 0]
     assert len(batcher) == 4 and not failed and not dispatcher_.in_flight and not worker.batches
+
+
+def test_a_result_counts_only_from_the_worker_its_batch_went_to(dispatcher):
+    dispatcher_, worker, _, _ = dispatcher
+    delivered = []
+    dispatcher_._deliver = lambda flight, arrays: delivered.append((flight.id, arrays["sentence_embedding"]))
+    hold(dispatcher_, worker, 0.1)
+    vector = np.arange(4, dtype=np.float32)
+    message = [RESULT, json.dumps({"batch": 0, "run_s": 0.01, "alone": True, "arrays": [[1, 4]]}).encode(),
+               vector.tobytes()]
+    dispatcher_.on_message(object(), message)  # a socket that is no worker's: ignored
+    assert not delivered and 0 in dispatcher_.in_flight
+    dispatcher_.on_message(worker.channel, message)
+    assert [flight_id for flight_id, _ in delivered] == [0]
+    np.testing.assert_array_equal(delivered[0][1], vector[None])
+    assert not dispatcher_.in_flight and not worker.batches
