@@ -4,7 +4,8 @@ Clients speak ZeroMQ; the broker's own workers do not. Every ZeroMQ hop passes
 through an I/O thread on each side, three thread wake-ups where a plain socket
 needs one, and on a small VM waking an idle vCPU is what a hop costs: a round
 trip between two processes took ~340 µs over ZeroMQ ipc against ~65 µs over a
-socket pair, and every request crosses this link twice (benchmarks/RESULTS.md).
+socket pair, and every request crosses this link twice (benchmarks/hops.py,
+benchmarks/RESULTS.md).
 
 On the socket a message is a little-endian u32 frame count, a u64 length per
 frame, then the frames back to back. Sends never block unless asked to: what

@@ -143,3 +143,12 @@ def test_compare_refuses_server_settings_the_server_would_refuse(monkeypatch):
     monkeypatch.setenv("ZEROEMBED_PORT", "abc")
     with pytest.raises(SystemExit, match="invalid --port / ZEROEMBED_PORT"):
         resolve_artifact(None)
+
+
+def test_hops_measures_both_links():
+    from zeroembed.benchmarks.hops import measure
+
+    results = measure(messages=5, gap_s=0.0, rounds=1)
+    assert set(results) == {"zeromq_ipc", "unix_socket"}
+    for rounds in results.values():
+        assert len(rounds) == 1 and 0 < rounds[0]["p50"] <= rounds[0]["p90"]
