@@ -135,7 +135,7 @@ class Channel:
             lengths = struct.unpack_from(f"<{count}Q", self._buf, self._start + _COUNT.size)
             size = head + sum(lengths)
             if self._end - self._start < size:
-                self._make_room(size - (self._end - self._start))  # the rest of it arrives in one read
+                self._make_room(size - (self._end - self._start))  # room for the rest of it
                 break
             body = memoryview(bytes(self._buf[self._start + head:self._start + size]))
             frames, offset = [], 0

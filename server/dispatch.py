@@ -1,9 +1,10 @@
 """The worker side of the broker: which worker runs which batch, and what happens when one fails.
 
 Owns the Unix socket the workers connect to (channel.py) and the pool of
-worker processes. It pulls batches from the batcher for idle workers, hands finished batches back
-to the broker, retries the texts of a batch lost with its worker once, and
-replaces workers that die or get stuck. It knows nothing of clients.
+worker processes. It pulls batches from the batcher for idle workers, hands
+finished batches back to the broker, retries the texts of a batch lost with its
+worker once, and replaces workers that die or get stuck. It knows nothing of
+clients.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ CPU and CUDA share one code path: a batch's real tokens go to the session's
 device as OrtValues, the padding graph (padding.py) pads them there (one text,
 with nothing to pad, goes as its own row), its outputs are bound straight into
 the encoder through IOBinding, and only the outputs a batch needs are bound and
-copied back. Pooling and normalisation run inside the
-graph, on the device. Only the execution provider differs between CPU and GPU.
+copied back. Pooling and normalisation run inside the graph, on the device.
+Only the execution provider differs between CPU and GPU.
 """
 
 from __future__ import annotations
