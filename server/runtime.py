@@ -1,11 +1,12 @@
 """The model runtime: the model's ONNX Runtime sessions behind a small interface.
 
 CPU and CUDA share one code path: a batch's real tokens go to the session's
-device as OrtValues, the padding graph (padding.py) pads them there (one text,
-with nothing to pad, goes as its own row), its outputs are bound straight into
-the encoder through IOBinding, and only the outputs a batch needs are bound and
-copied back. Pooling and normalisation run inside the graph, on the device.
-Only the execution provider differs between CPU and GPU.
+device as OrtValues, the padding graph (padding.py) pads them there, its outputs
+are bound straight into the encoder through IOBinding, and only the outputs a
+batch needs are bound and copied back. One text, with nothing to pad, goes in
+as a host array instead: a plain run copies its few bytes both ways. Pooling
+and normalisation run inside the graph, on the device. Only the execution
+provider differs between CPU and GPU.
 """
 
 from __future__ import annotations
@@ -91,26 +92,34 @@ class EncoderRuntime:
         tokens only, shape (sum(lengths), hidden).
         """
         session = self._alone if alone else self._side_by_side
-        binding = session.io_binding()
-        for name, value in zip(self._inputs, self._padded_inputs(ids, lengths)):
-            binding.bind_ortvalue_input(name, value)
-        for name in outputs:
-            binding.bind_output(name, self._device)
-        session.run_with_iobinding(binding)
-        results = dict(zip(outputs, binding.copy_outputs_to_cpu()))
+        if len(lengths) == 1:
+            results = dict(zip(outputs, session.run(list(outputs), self._one_text_feeds(ids))))
+        else:
+            binding = session.io_binding()
+            for name, value in zip(self._inputs, self._padded_inputs(ids, lengths)):
+                binding.bind_ortvalue_input(name, value)
+            for name in outputs:
+                binding.bind_output(name, self._device)
+            session.run_with_iobinding(binding)
+            results = dict(zip(outputs, binding.copy_outputs_to_cpu()))
         if "token_embeddings" in results:
             real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
             results["token_embeddings"] = results["token_embeddings"][real]
         return results
 
+    def _one_text_feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """One text has nothing to pad: its row goes in as host arrays, which ORT copies to the device.
+
+        For one short text that is ~0.3 ms cheaper on this CPU between runs, when every cache is cold,
+        than the padding graph's run plus the IOBinding calls (benchmarks/RESULTS.md), and its row and
+        its output are a few kB on any bus.
+        """
+        row = ids.astype(np.int64).reshape(1, -1)
+        values = {"input_ids": row, "attention_mask": np.ones_like(row), "token_type_ids": np.zeros_like(row)}
+        return {name: values[name] for name in self._inputs}
+
     def _padded_inputs(self, ids: np.ndarray, lengths: np.ndarray) -> list[ort.OrtValue]:
-        """The encoder's inputs (``self._inputs``, in order) for a batch, on the device."""
-        if len(lengths) == 1:
-            # One text has nothing to pad: its rows are cheaper made here than by a run of the padding graph
-            # (about 140 µs against 270 µs on this CPU between runs, when every cache is cold).
-            row = ids.astype(np.int64).reshape(1, -1)
-            values = {"input_ids": row, "attention_mask": np.ones_like(row), "token_type_ids": np.zeros_like(row)}
-            return [ort.OrtValue.ortvalue_from_numpy(values[name], self._device, 0) for name in self._inputs]
+        """The encoder's inputs (``self._inputs``, in order) for a batch of texts, padded on the device."""
         padding = self._padder.io_binding()
         padding.bind_ortvalue_input("ids", ort.OrtValue.ortvalue_from_numpy(ids, self._device, 0))
         padding.bind_ortvalue_input("lengths", ort.OrtValue.ortvalue_from_numpy(lengths, self._device, 0))
