@@ -213,9 +213,10 @@ def encode_reply(request_id: str, arrays: Sequence[np.ndarray] = (), **fields: A
     buffers: list[memoryview] = []
     metas: list[dict[str, Any]] = []
     for array in arrays:
-        array = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")  # keeps 0-d shapes
-        if array.dtype.str not in ALLOWED_DTYPES:  # fail here, not in every client that reads it
-            raise ValueError(f"dtype {array.dtype.str} cannot go on the wire; use one of {sorted(ALLOWED_DTYPES)}")
+        if not (array.dtype.str in ALLOWED_DTYPES and array.flags.c_contiguous):  # else already as sent
+            array = np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")  # keeps 0-d shapes
+            if array.dtype.str not in ALLOWED_DTYPES:  # fail here, not in every client that reads it
+                raise ValueError(f"dtype {array.dtype.str} cannot go on the wire; use one of {sorted(ALLOWED_DTYPES)}")
         metas.append({"dtype": array.dtype.str, "shape": list(array.shape)})
         # Flat bytes via numpy: memoryview.cast refuses zero-sized shapes such as (0, dim).
         buffers.append(memoryview(array.reshape(-1).view(np.uint8)))

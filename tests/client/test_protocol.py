@@ -69,8 +69,9 @@ def test_every_code_maps_to_an_exception(code):
     assert isinstance(errors.error_for("no_such_code", "m"), errors.ServerError)
 
 
-def test_big_endian_and_strided_arrays_go_on_the_wire_little_endian_c_order():
-    array = np.arange(6, dtype=">f4").reshape(2, 3).T
+@pytest.mark.parametrize("dtype", [">f4", "<f4"])
+def test_big_endian_and_strided_arrays_go_on_the_wire_little_endian_c_order(dtype):
+    array = np.arange(6, dtype=dtype).reshape(2, 3).T
     header, buffer = encode_reply("b", [array])
     assert json.loads(header)["arrays"] == [{"dtype": "<f4", "shape": [3, 2]}]
     assert bytes(buffer) == np.ascontiguousarray(array, dtype="<f4").tobytes()
