@@ -115,8 +115,8 @@ class EncoderRuntime:
         its output are a few kB on any bus.
         """
         row = ids.astype(np.int64).reshape(1, -1)
-        values = {"input_ids": row, "attention_mask": np.ones_like(row), "token_type_ids": np.zeros_like(row)}
-        return {name: values[name] for name in self._inputs}
+        fill = {"attention_mask": 1, "token_type_ids": 0}  # every position a real token of the one sentence
+        return {name: row if name == "input_ids" else np.full_like(row, fill[name]) for name in self._inputs}
 
     def _padded_inputs(self, ids: np.ndarray, lengths: np.ndarray) -> list[ort.OrtValue]:
         """The encoder's inputs (``self._inputs``, in order) for a batch of texts, padded on the device."""
