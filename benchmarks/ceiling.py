@@ -69,7 +69,7 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        from zeroembed.server.runtime import session_options
+        from zeroembed.server.runtime import providers, session_options
     except ImportError:
         return None
     rng = np.random.default_rng(0)
@@ -86,8 +86,8 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
     graph = helper.make_graph(nodes, "matmuls", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(model.SerializeToString(), session_options(threads, device), providers=providers)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(threads, device),
+                                   providers=providers(device))
     binding = session.io_binding()
     for k, (m, kk, _) in enumerate(shapes):
         x = rng.standard_normal((m, kk), dtype=np.float32).astype(dtype)

@@ -14,7 +14,10 @@ Rows (rates include tokenization everywhere):
 then too) with a bigger corpus and batches; the targets are set for fp32 on a CPU, so none is judged there.
 
 One short text's round trip through the server is timed in blocks alternating
-with the same text in process. Then (e) the headline rows again — ORT and sentence-transformers at their best
+with the same text in process, each block (and each round below) starting once
+the previous one's threads are idle: an in-process session's pool goes on
+spinning after its last call (ONNX Runtime's for ~50 ms), on a core the server
+needs. Then (e) the headline rows again — ORT and sentence-transformers at their best
 batch size, the server at 8 clients — in interleaved rounds, and the targets,
 each PASS or FAIL, on the rounds' medians. On a shared or throttled machine the
 speed of the cores drifts over tens of seconds; rows measured minutes apart
@@ -37,7 +40,7 @@ from typing import Any
 
 from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
 from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengths
-from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed
+from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed, wait_until_idle
 from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json
 from .serverproc import ServerProcess
@@ -319,7 +322,10 @@ class Compare:
         per_block = max(1, self.plan["latency_iters"] // blocks)
         times: dict[str, list[float]] = {"inprocess": [], "server": []}
         for _ in range(blocks):
+            # Each block starts once the other's threads have stopped spinning (wait_until_idle).
+            wait_until_idle()
             times["inprocess"] += call_times_ms(self.encode_one, per_block)
+            wait_until_idle()
             times["server"] += call_times_ms(server_call, per_block)
         for name, values in times.items():
             self.results[f"single_text_{name}_ms"] = {**percentiles_ms(values), "blocks": blocks}
@@ -348,6 +354,7 @@ class Compare:
         rates: dict[str, list[float]] = {name: [] for name in measure}
         for i in range(rounds):
             for name, (_, rate) in measure.items():
+                wait_until_idle()
                 rates[name].append(rate())
             _log(f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()))
         titles = {"ort": f"ORT {self.manifest.get('precision', 'fp32')} in process",

@@ -21,14 +21,13 @@ class OrtEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from zeroembed.server.runtime import session_options
+        from zeroembed.server.runtime import providers, session_options
 
         artifact = Path(artifact)
         manifest = json.loads((artifact / "manifest.json").read_text())
-        providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         # The server's own session settings: the baseline differs from it only in how it is called.
         self.session = ort.InferenceSession(str(artifact / model_file), session_options(threads, device),
-                                            providers=providers)
+                                            providers=providers(device))
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -79,6 +78,28 @@ def call_times_ms(fn, iterations: int) -> list[float]:
         fn()
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def wait_until_idle(quiet_s: float = 0.02, limit_s: float = 2.0, step_s: float = 0.005) -> float:
+    """Sleep until this process has used next to no CPU for ``quiet_s``; the seconds it took (≤ ``limit_s``).
+
+    After its last call an in-process session's thread pool goes on spinning (ONNX
+    Runtime's for 40–70 ms on this CPU, PyTorch's for about 10 ms), holding a core
+    that whatever is timed next needs: the server's first calls after an in-process
+    block took 8–11 ms instead of 5 (benchmarks/RESULTS.md).
+    """
+    started = time.monotonic()
+    quiet_since = started
+    cpu = time.process_time()
+    while time.monotonic() - started < limit_s:
+        time.sleep(step_s)
+        now, used = time.monotonic(), time.process_time()
+        busy, cpu = used - cpu > 0.2 * step_s, used  # some thread of ours ran for over a fifth of the step
+        if busy:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            break
+    return time.monotonic() - started
 
 
 def percentiles_ms(times_ms: list[float]) -> dict[str, float]:

@@ -28,11 +28,10 @@ from .codec import (
     format_endpoints,
     log_stray,
     new_request_id,
-    read_reply,
+    open_reply,
     read_status,
     reissue,
-    reply_id,
-    shift_index,
+    take_reply,
     timeout_error,
 )
 from .curve import load_client_keys
@@ -154,10 +153,7 @@ class AsyncClient:
             await sock.send_multipart(chunk.frames)
         replies = []
         for chunk, future in zip(chunks, futures):
-            try:
-                replies.append(read_reply(await future))
-            except ZeroEmbedError as exc:
-                raise shift_index(exc, chunk.offset) from None
+            replies.append(take_reply(await future, chunk))
         return replies
 
     async def _exchange_replicas(self, socks: list[zmq.asyncio.Socket], chunks: list[Chunk],
@@ -174,10 +170,7 @@ class AsyncClient:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 await asyncio.wait({future}, timeout=attempt_timeout(self.timeout, remaining))
                 if future.done():  # answered, by this attempt or an earlier one
-                    try:
-                        return read_reply(future.result())
-                    except ZeroEmbedError as exc:
-                        raise shift_index(exc, chunk.offset) from None
+                    return take_reply(future.result(), chunk)
                 self._replicas.back_off(replica)  # silence: send it again elsewhere
                 attempt = reissue(chunk)
                 attempts.append(attempt.request_id)
@@ -224,14 +217,14 @@ class AsyncClient:
         """The only reader of its socket: hands each reply to the future waiting for its id."""
         try:
             while True:
-                frames = await sock.recv_multipart(copy=False)
-                future = self._waiting.pop(reply_id(frames) or "", None)
+                request_id, outcome = open_reply(await sock.recv_multipart(copy=False))
+                future = self._waiting.pop(request_id or "", None)
                 if future is None or future.done():
-                    log_stray(frames)
+                    log_stray(request_id)
                 else:
                     if len(self._sockets) > 1:
                         self._replicas.answered(replica)
-                    future.set_result(frames)
+                    future.set_result(outcome)
         except zmq.ZMQError as exc:  # socket or context gone under us: fail fast, not at timeout
             self._fail_waiting(ServerError(f"the client's socket failed: {exc}"))
 

@@ -27,15 +27,13 @@ from .codec import (
     format_endpoints,
     log_stray,
     new_request_id,
-    read_reply,
+    open_reply,
     read_status,
     reissue,
-    reply_id,
-    shift_index,
+    take_reply,
     timeout_error,
 )
 from .curve import load_client_keys
-from .errors import ZeroEmbedError
 from .protocol import Reply, status_request
 
 
@@ -152,15 +150,13 @@ class Client:
         while waiting:
             if not sock.poll(self._remaining_ms(deadline), zmq.POLLIN):
                 raise timeout_error(self.endpoints, self.timeout)
-            frames = sock.recv_multipart(copy=False)  # zero-copy: arrays are views of the frames
-            i = waiting.pop(reply_id(frames), None)
+            # Zero-copy: arrays are views of the frames.
+            request_id, outcome = open_reply(sock.recv_multipart(copy=False))
+            i = waiting.pop(request_id, None)
             if i is None:  # a late reply to an earlier call that timed out on this thread
-                log_stray(frames)
+                log_stray(request_id)
                 continue
-            try:
-                replies[i] = read_reply(frames)
-            except ZeroEmbedError as exc:
-                raise shift_index(exc, chunks[i].offset) from None
+            replies[i] = take_reply(outcome, chunks[i])
         return replies  # type: ignore[return-value]
 
     def _call_replicas(self, socks: list[zmq.Socket], chunks: list[Chunk]) -> list[Reply]:
@@ -208,15 +204,13 @@ class Client:
                         frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    i, replica = owner.pop(reply_id(frames) or "", (None, None))
+                    request_id, outcome = open_reply(frames)
+                    i, replica = owner.pop(request_id or "", (None, None))
                     if i is None or replies[i] is not None:  # a late reply to an earlier call or attempt
-                        log_stray(frames)
+                        log_stray(request_id)
                         continue
                     self._replicas.answered(replica)
-                    try:
-                        replies[i] = read_reply(frames)
-                    except ZeroEmbedError as exc:
-                        raise shift_index(exc, chunks[i].offset) from None
+                    replies[i] = take_reply(outcome, chunks[i])
                     left -= 1
         return replies  # type: ignore[return-value]
 

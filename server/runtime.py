@@ -49,6 +49,13 @@ def session_options(threads: int, device: str) -> ort.SessionOptions:
     return options
 
 
+def providers(device: str) -> list:
+    """ONNX Runtime's execution providers for ``device``; on "cuda", the CPU one takes the ops CUDA lacks."""
+    if device == "cuda":
+        return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class EncoderRuntime:
     """Runs batches of token ids through an exported encoder.
 
@@ -62,20 +69,17 @@ class EncoderRuntime:
 
     def __init__(self, model_path: Path, *, device: str, threads: int, inputs: Sequence[str],
                  parallel: int = 1) -> None:
-        if device == "cuda":
-            providers: list = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
+        on = providers(device)
         try:
             alone_options = session_options(threads, device)
             if parallel > 1:
                 # Its idle pool threads would otherwise spin on the cores the side-by-side runs need next.
                 alone_options.add_session_config_entry("session.force_spinning_stop", "1")
-            self._alone = ort.InferenceSession(str(model_path), alone_options, providers=providers)
-            self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1, device), providers=providers)
+            self._alone = ort.InferenceSession(str(model_path), alone_options, providers=on)
+            self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1, device), providers=on)
                                   if parallel > 1 else self._alone)
             # A few index operations per batch: one thread, no pool to wake.
-            self._padder = ort.InferenceSession(str(PADDING_MODEL), session_options(1, device), providers=providers)
+            self._padder = ort.InferenceSession(str(PADDING_MODEL), session_options(1, device), providers=on)
         except Exception as exc:  # ORT raises its own exception types for every load failure
             raise RuntimeLoadError(f"could not load {model_path}: {exc}") from exc
         self.provider = self._alone.get_providers()[0]

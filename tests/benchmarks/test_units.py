@@ -152,3 +152,28 @@ def test_hops_measures_both_links():
     assert set(results) == {"zeromq_ipc", "unix_socket"}
     for rounds in results.values():
         assert len(rounds) == 1 and 0 < rounds[0]["p50"] <= rounds[0]["p90"]
+
+
+def test_wait_until_idle_waits_out_a_busy_thread_of_this_process():
+    import threading
+    import time
+
+    from zeroembed.benchmarks.inprocess import wait_until_idle
+
+    assert 0.02 <= wait_until_idle(quiet_s=0.02) < 1.0  # nothing else runs: one quiet spell
+
+    def spin(seconds: float) -> None:  # what an in-process session's pool does after its last call
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    spinner = threading.Thread(target=spin, args=(0.4,))
+    spinner.start()
+    waited = wait_until_idle(quiet_s=0.02, limit_s=5.0)
+    spinner.join()
+    assert waited >= 0.3  # not before the spinning stopped
+
+    spinner = threading.Thread(target=spin, args=(1.5,))
+    spinner.start()
+    assert wait_until_idle(limit_s=0.2) < 1.0  # a process that never goes quiet is waited on no longer than asked
+    spinner.join()

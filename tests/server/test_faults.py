@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -170,6 +171,29 @@ def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
                 client.encode(["nobody will run this"])
             assert info.value.code.value == "timeout"  # the server's answer, not the client giving up
             assert time.monotonic() - started < 5
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+        assert server.stop() == 0, server.log()
+
+
+def gauges(server: RunningServer) -> dict[str, float]:
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    names = ("zeroembed_queue_depth", "zeroembed_in_flight_texts", "zeroembed_busy_workers")
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(names)}
+
+
+def test_gauges_show_the_work_in_progress_when_scraped(default_artifact, tmp_path):
+    server = start_server(default_artifact, tmp_path, "--workers", "1", "--request-timeout-s", "3")
+    pids = ready_pids(server)
+    try:
+        os.kill(pids[0], signal.SIGSTOP)  # the batch sent to it stays in flight
+        with raw_socket(server.endpoint, timeout_ms=10_000) as sock:
+            sock.send_multipart(encode_request("held", ["one", "two", "three"], EncodeOptions()))
+            assert wait_for(lambda: gauges(server) == {"zeroembed_queue_depth": 0.0, "zeroembed_in_flight_texts": 3.0,
+                                                      "zeroembed_busy_workers": 1.0})
+            reply = decode_reply(sock.recv_multipart())  # the server's timeout answers it
+        assert not reply.ok and reply.error["code"] == "timeout"
+        assert gauges(server)["zeroembed_in_flight_texts"] == 0.0
     finally:
         os.kill(pids[0], signal.SIGCONT)
         assert server.stop() == 0, server.log()
