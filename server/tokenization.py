@@ -7,7 +7,7 @@ import time
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,11 @@ class TextTokenizer:
             encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=pretokenized)
         else:
             encodings = [self._tokenizer.encode(text, is_pretokenized=pretokenized) for text in texts]
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
+        ids = [e.ids for e in encodings]  # each read builds a new list from Rust: read once
+        offsets = np.array([0, *accumulate(map(len, ids))], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
-        return Tokenized(ids, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
+        return Tokenized(flat, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
 
     def count_tokens(self, text: str | list[str]) -> int:
         """Tokens of ``text`` without truncation, for error messages."""
