@@ -150,9 +150,9 @@ class Dispatcher:
         """Forget a worker's socket once it closed (its process exited or is exiting)."""
         self._selector.unregister(channel)
         channel.close()
-        for worker in self.pool.workers.values():
-            if worker.channel is channel:
-                worker.channel = None
+        worker = self.pool.by_channel(channel)
+        if worker is not None:
+            worker.channel = None
 
     def has_room(self) -> bool:
         """Whether some worker can take a batch now."""
