@@ -115,6 +115,8 @@ class BertAdapter:
         self._held_fifo: deque[_Held] = deque()
         self._held_count = 0
         self._held_bytes = 0
+        # Read when scraped: a count set after the held replies went out could be seen stale by their receiver.
+        metrics.bert_held_replies.set_function(lambda: self._held_count)
         self._stats = _Statistic()
         self._started = datetime.now()
         self._stop = threading.Event()
@@ -314,7 +316,6 @@ class BertAdapter:
         self._subscribers.add(topic)
         for held in self._held.pop(topic, ()):
             self._send_held(held)
-        self._update_held_gauge()
 
     def _publish(self, frames: list[Any]) -> None:
         topic = frames[0]
@@ -330,7 +331,6 @@ class BertAdapter:
         log.debug("holding a reply for %r until it subscribes", topic)
         while self._held_count > self.max_held or self._held_bytes > self.max_held_bytes:
             self._release_oldest()
-        self._update_held_gauge()
 
     def _send_held(self, held: _Held) -> None:
         if held.done:
@@ -359,15 +359,11 @@ class BertAdapter:
     def _expire(self, now: float) -> None:
         while self._held_fifo and (self._held_fifo[0].done or self._held_fifo[0].expires <= now):
             self._release_oldest()
-        self._update_held_gauge()
         if self._pending:
             oldest_id = next(iter(self._pending))  # dicts keep insertion order: the oldest first
             if now - self._pending[oldest_id].received > self._pending_timeout_s:
                 pending = self._pending.pop(oldest_id)
                 self._error(pending.client, pending.req_id, "timeout", "the server did not answer in time")
-
-    def _update_held_gauge(self) -> None:
-        self.metrics.bert_held_replies.set(self._held_count)
 
     def _poll_timeout_ms(self) -> int:
         timeout = _TICK_S
