@@ -31,6 +31,12 @@ class RuntimeLoadError(Exception):
 # is slower than the LayerNormalization + Add it would replace (export/fusion.py).
 DISABLED_FUSIONS: dict[str, tuple[str, ...]] = {"cpu": ("SkipLayerNormFusion",), "cuda": ()}
 
+# How long the all-threads session's idle pool threads spin after a run, when batches may also run side
+# by side. Unbounded (ORT's default), they spin ~50 ms on the cores the side-by-side runs need; stopped
+# at once, every run must first wake them, which cost one short text ~0.3 ms here. 3 ms covers the gap
+# between one client's back-to-back requests (~1.5 ms on this 2-core VM) (benchmarks/RESULTS.md).
+SPIN_AFTER_RUN_US = 3000
+
 
 def session_options(threads: int, device: str) -> ort.SessionOptions:
     """The settings the server runs a model with on ``device`` ("cpu" or "cuda").
@@ -73,8 +79,7 @@ class EncoderRuntime:
         try:
             alone_options = session_options(threads, device)
             if parallel > 1:
-                # Its idle pool threads would otherwise spin on the cores the side-by-side runs need next.
-                alone_options.add_session_config_entry("session.force_spinning_stop", "1")
+                alone_options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_AFTER_RUN_US))
             self._alone = ort.InferenceSession(str(model_path), alone_options, providers=on)
             self._side_by_side = (ort.InferenceSession(str(model_path), session_options(1, device), providers=on)
                                   if parallel > 1 else self._alone)
