@@ -44,6 +44,9 @@ class Op(StrEnum):
     STATUS = "status"
 
 
+_OPS = frozenset(o.value for o in Op)
+
+
 class Output(StrEnum):
     """Which vectors an ``encode`` request wants back."""
 
@@ -180,8 +183,8 @@ def _decode_request(header: dict[str, Any], frames: Sequence[bytes | memoryview]
             f"protocol version {version!r} is not supported; this server speaks version {PROTOCOL_VERSION}",
         )
     op = header.get("op")
-    if not isinstance(op, str) or op not in {o.value for o in Op}:
-        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"unknown op {op!r}; expected one of {[o.value for o in Op]}")
+    if not isinstance(op, str) or op not in _OPS:
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"unknown op {op!r}; expected one of {sorted(_OPS)}")
     if op == Op.STATUS:
         if len(frames) != 1:
             raise ProtocolError(ErrorCode.MALFORMED, f"a status request has 1 frame, got {len(frames)}")
