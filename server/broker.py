@@ -116,11 +116,11 @@ class Broker:
                 raise StartupError(f"cannot serve metrics on {self.settings.bind}:{self.settings.metrics_port}: "
                                    f"{exc.strerror}") from None
         self.metrics.workers.set(self.settings.workers)
-        # Read when scraped (lengths of the loop's own containers, safe to read from the metrics thread):
+        # Read when scraped (counts over the loop's own containers, safe to read from the metrics thread):
         # setting them on every turn cost the loop ~50 µs while a worker ran a batch on the same cores.
         self.metrics.queue_depth.set_function(lambda: len(self.batcher))
         self.metrics.in_flight.set_function(lambda: self._pending_texts)
-        self.metrics.busy_workers.set_function(lambda: len(self.dispatcher.in_flight))
+        self.metrics.busy_workers.set_function(self.dispatcher.pool.busy_count)
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""

@@ -183,12 +183,15 @@ def gauges(server: RunningServer) -> dict[str, float]:
 
 
 def test_gauges_show_the_work_in_progress_when_scraped(default_artifact, tmp_path):
-    server = start_server(default_artifact, tmp_path, "--workers", "1", "--request-timeout-s", "3")
+    server = start_server(default_artifact, tmp_path, "--workers", "1", "--parallel-batches", "2",
+                          "--request-timeout-s", "3")  # the worker may hold 2 × 2 batches
     pids = ready_pids(server)
     try:
-        os.kill(pids[0], signal.SIGSTOP)  # the batch sent to it stays in flight
+        os.kill(pids[0], signal.SIGSTOP)  # the batches sent to it stay in flight
         with raw_socket(server.endpoint, timeout_ms=10_000) as sock:
-            sock.send_multipart(encode_request("held", ["one", "two", "three"], EncodeOptions()))
+            # Lengths too far apart to share a batch: three batches, all held by the one worker.
+            texts = ["one", "one two three four five six seven eight", " ".join(["word"] * 30)]
+            sock.send_multipart(encode_request("held", texts, EncodeOptions()))
             assert wait_for(lambda: gauges(server) == {"zeroembed_queue_depth": 0.0, "zeroembed_in_flight_texts": 3.0,
                                                       "zeroembed_busy_workers": 1.0})
             reply = decode_reply(sock.recv_multipart())  # the server's timeout answers it
