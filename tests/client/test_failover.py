@@ -75,6 +75,10 @@ def test_late_answer_from_the_first_attempt_wins(pair):
     silence(pair[1])
     with connected(Client([s.endpoint for s in pair], timeout=4)) as client:
         np.testing.assert_array_equal(client.encode(["slow"]), sentence_vectors(["slow"]))
+    # The vectors alone would also come from a third attempt re-sent to the first replica (which answers
+    # at once after its delayed reply): one request each means the late answer itself was taken.
+    assert len(pair[0].requests) == 1
+    assert len(pair[1].requests) == 1
 
 
 def test_all_silent_times_out(pair):
