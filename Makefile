@@ -1,7 +1,7 @@
 # Two entry points for a newcomer on a fresh machine:
 #   make serve   set everything up, then serve the default model
 #   make test    set everything up, then run the tests
-#   make image-test   build the CPU image from the Dockerfile and run it (root; podman, no Docker engine)
+# CI also runs `make image-test`: the CPU image built from the Dockerfile and run (root; podman, no Docker).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

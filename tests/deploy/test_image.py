@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from zeroembed.client import Client, ZeroEmbedError
 
-from ..dependencies import missing
+from ..dependencies import IN_CI, missing
 from ..server.servers import free_port
 from .test_docker import ROOT, parse_dockerfile
 
@@ -44,7 +44,8 @@ TEXTS = ["hello world", "The quick brown fox jumps over the lazy dog.", "naïve 
 
 def report(config: pytest.Config, line: str) -> None:
     """A line in pytest's output, even with capture on: the build's timings belong in the CI log."""
-    config.pluginmanager.get_plugin("terminalreporter").write_line(f"image: {line}")
+    with config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        config.pluginmanager.get_plugin("terminalreporter").write_line(f"image: {line}")
 
 
 def run_logged(command: list[str], log: Path, timeout: float) -> float:
@@ -72,7 +73,7 @@ def image(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
         return given
     logs = tmp_path_factory.mktemp("image-build")
     base = parse_dockerfile()["cpu"].base
-    if image_exists(base):
+    if image_exists(base) and not IN_CI:  # CI caches nothing between runs, not even the base
         report(pytestconfig, f"base {base} is in local storage; not remade")
     else:
         seconds = run_logged([str(ROOT / "deploy/image/standin-base.sh"), "cpu"], logs / "base.log", 900)
