@@ -43,7 +43,7 @@ from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengt
 from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed, wait_until_idle
 from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json
-from .serverproc import ServerProcess
+from zeroembed.server.launch import ServerProcess
 
 # The same batch sizes for both in-process rows: each is held to its own best. Five rounds: on a
 # shared VM one row's rounds swing by ±15 % within a run, and a median of three still followed them.

@@ -21,7 +21,7 @@ class OrtEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from zeroembed.server.runtime import providers, session_options
+        from zeroembed.server.workers.runtime import providers, session_options
 
         artifact = Path(artifact)
         manifest = json.loads((artifact / "manifest.json").read_text())

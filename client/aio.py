@@ -12,13 +12,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .codec import (
+from .calls import (
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
-    Replicas,
     assemble,
-    attempt_timeout,
     build_chunks,
     check_chunk_size,
     check_endpoints,
@@ -34,7 +32,8 @@ from .codec import (
     take_reply,
     timeout_error,
 )
-from .curve import load_client_keys
+from .keys import load_client_keys
+from .replicas import Replicas, attempt_timeout
 from .errors import ServerError, ZeroEmbedError
 from .protocol import Reply, status_request
 

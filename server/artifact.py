@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .padding import PADDED_INPUTS
+from .workers.padding import PADDED_INPUTS
 
 log = logging.getLogger(__name__)
 

@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         import signal
 
         from .artifact import ArtifactError, open_artifact
-        from .broker import Broker, StartupError
+        from .frontends.zeromq import Broker, StartupError
         from .config import SettingsError, load_settings
-        from .curve import CurveError
+        from .frontends.curve_auth import CurveError
         from .default_model import default_artifact
         from .metrics import Metrics
     except ImportError as exc:
@@ -108,11 +108,11 @@ def run(args: argparse.Namespace) -> int:
     # send into the same batcher through ``broker.internal_endpoint``; each has start() and stop().
     adapters: list = []
     if settings.http_port:
-        from .http_gateway import HttpGateway
+        from .frontends.http_gateway import HttpGateway
 
         adapters.append(HttpGateway(settings, broker.internal_endpoint, artifact))
     if settings.bert_port:
-        from .bert_adapter import BertAdapter
+        from .frontends.bert import BertAdapter
 
         adapters.append(BertAdapter(settings, broker.internal_endpoint, broker.metrics))
     started: list = []

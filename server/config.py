@@ -46,7 +46,7 @@ def cuda_available() -> bool:
 
 
 _ENV_PREFIX = "ZEROEMBED_"
-_CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status_cli.py), not the server's
+_CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status.py), not the server's
 
 
 # Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.

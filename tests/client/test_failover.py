@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zeroembed.client import AsyncClient, Client, InvalidRequest, ServerBusy, ServerTimeout
-from zeroembed.client.codec import Replicas, attempt_timeout
+from zeroembed.client.replicas import Replicas, attempt_timeout
 
 from .fake_server import Error, FakeServer, Reply, Silent, sentence_vectors
 

@@ -14,7 +14,7 @@ import pytest
 from zeroembed.client import ServerBusy, ServerTimeout
 from zeroembed.server.artifact import ArtifactError
 
-from .servers import RunningServer, free_port, start_server, wait_ready
+from .servers import RunningServer, start_server, wait_ready
 
 
 def pid_alive(pid: int) -> bool:
@@ -116,14 +116,8 @@ def test_artifact_without_manifest_is_refused(default_artifact, tmp_path):
 def test_default_model_comes_from_the_cache(default_artifact, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(default_artifact, cache / "all-MiniLM-L6-v2-fp32")
-    port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "zeroembed.cli", "serve", "--port", str(port), "--metrics-port", str(metrics_port),
-         "--device", "cpu"],
-        env={**os.environ, "ZEROEMBED_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    server = RunningServer(process, port, metrics_port, tmp_path / "unused.log")
-    server.log_path.write_text("")
+    server = RunningServer(None, env={"ZEROEMBED_CACHE_DIR": str(cache)}, log_dir=tmp_path)
+    server.start(wait=False)
     try:
         wait_ready(server)
         with server.client() as client:
