@@ -76,15 +76,10 @@ class AsyncClient:
     async def encode(
         self,
         texts: Sequence[str] | Sequence[Sequence[str]],
-        *,
-        output: str = "sentence",
-        normalize: bool | None = None,
-        truncate: bool = True,
-        show_tokens: bool = False,
-        is_tokenized: bool = False,
+        **options: Any,
     ) -> EncodeResult:
         """Embed ``texts``; arguments and result as in :meth:`Client.encode`."""
-        options = check_options(output, normalize, truncate, show_tokens, is_tokenized)
+        options = check_options(options)
         texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, await self._call(chunks), options)

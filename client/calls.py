@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,24 +79,18 @@ def check_texts(texts: Any, is_tokenized: bool = False) -> list[str] | list[list
     return [list(t) for t in texts] if is_tokenized else texts
 
 
-_OUTPUTS = frozenset(o.value for o in Output)
 _DEFAULT_OPTIONS = EncodeOptions()
 
 
-def check_options(output: Any, normalize: Any, truncate: Any, show_tokens: Any,
-                  is_tokenized: Any = False) -> EncodeOptions:
-    """The options of ``encode`` checked before anything is sent."""
-    if output == "sentence" and normalize is None and truncate is True and show_tokens is False \
-            and is_tokenized is False:
-        return _DEFAULT_OPTIONS  # the usual call: ~30 µs less of a short text's round trip, when caches are cold
-    if not isinstance(output, str) or output not in _OUTPUTS:
-        raise InvalidRequest(f"output must be one of {sorted(_OUTPUTS)}, got {output!r}")
-    if normalize is not None and not isinstance(normalize, bool):
-        raise InvalidRequest(f"normalize must be True, False or None, got {normalize!r}")
-    for name, value in (("truncate", truncate), ("show_tokens", show_tokens), ("is_tokenized", is_tokenized)):
-        if not isinstance(value, bool):
-            raise InvalidRequest(f"{name} must be True or False, got {value!r}")
-    return EncodeOptions(Output(output), normalize, truncate, show_tokens, is_tokenized)
+def check_options(options: Mapping[str, Any]) -> EncodeOptions:
+    """The keyword options of ``encode`` (see :class:`~zeroembed.client.protocol.EncodeOptions`), checked
+    before anything is sent; :class:`InvalidRequest` names a bad or unknown one."""
+    if not options:
+        return _DEFAULT_OPTIONS
+    try:
+        return EncodeOptions.checked(options)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def check_timeout(timeout: float | None) -> float | None:
@@ -111,25 +105,39 @@ def check_chunk_size(max_texts_per_request: int) -> int:
     return max_texts_per_request
 
 
-def build_chunks(texts: list[str] | list[list[str]], options: EncodeOptions, size: int) -> list[Chunk]:
-    """The requests of one ``encode`` call; an empty list is still one request (the server knows dim)."""
+def build_chunks(texts: list[str] | list[list[str]], options: EncodeOptions, size: int, *,
+                 frames: bool = True) -> list[Chunk]:
+    """The requests of one ``encode`` call; an empty list is still one request (the server knows dim).
+
+    ``frames=False`` leaves the frames empty (for callers in the server's process, which pass the texts
+    as they are) but still refuses text that is not valid Unicode, as encoding the frames would.
+    """
     chunks = []
     for offset in range(0, max(len(texts), 1), size):
         part = texts[offset : offset + size]
         request_id = new_request_id()
         try:
-            frames = encode_request(request_id, part, options)
+            if frames:
+                chunk_frames = encode_request(request_id, part, options)
+            else:
+                chunk_frames = []
+                for text in part:
+                    _joined(text).encode("utf-8")
         except UnicodeEncodeError:
             raise _unencodable(part, offset) from None
-        chunks.append(Chunk(offset, len(part), request_id, frames))
+        chunks.append(Chunk(offset, len(part), request_id, chunk_frames))
     return chunks
+
+
+def _joined(text: str | list[str]) -> str:
+    return text if isinstance(text, str) else "".join(text)  # a word list (is_tokenized) as one string
 
 
 def _unencodable(part: list[str], offset: int) -> InvalidRequest:
     # Only lone surrogates fail UTF-8; find which text has one, only on this rare path.
     for index, text in enumerate(part):
         try:
-            text.encode("utf-8")
+            _joined(text).encode("utf-8")
         except UnicodeEncodeError as exc:
             return InvalidRequest(f"texts[{offset + index}] is not valid Unicode: {exc.reason}", index=offset + index)
     return InvalidRequest("texts are not valid Unicode")

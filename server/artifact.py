@@ -29,7 +29,7 @@ class ArtifactError(Exception):
     """An artifact directory that cannot be served; ``str()`` names the problem."""
 
 
-class Manifest(BaseModel):
+class ArtifactManifest(BaseModel):
     """The manifest fields the server relies on; the rest is kept and reported as is."""
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
@@ -50,7 +50,7 @@ class Artifact:
     """A checked artifact directory."""
 
     path: Path
-    manifest: Manifest
+    manifest: ArtifactManifest
     raw_manifest: dict[str, Any]
 
     @property
@@ -78,7 +78,7 @@ def open_artifact(path: str | Path) -> Artifact:
             )
     try:
         raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        manifest = Manifest.model_validate(raw)
+        manifest = ArtifactManifest.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path / 'manifest.json'} is not valid JSON: {exc}") from None
     except ValidationError as exc:

@@ -8,6 +8,7 @@ in once, here, after the device is resolved; components never guess them again.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,8 +159,54 @@ class Settings(BaseSettings):
     @property
     def endpoint(self) -> str:
         """The ZeroMQ endpoint clients connect to."""
-        host = f"[{self.bind}]" if ":" in self.bind else self.bind
-        return f"tcp://{host}:{self.port}"
+        return f"tcp://{host_port(self.bind, self.port)}"
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of the metrics endpoint."""
+        return host_port(self.bind, self.metrics_port)
+
+    @property
+    def limits(self) -> RequestLimits:
+        """The request core's bounds."""
+        return RequestLimits(max_texts_per_request=self.max_texts_per_request,
+                             max_chars_per_text=self.max_chars_per_text, max_queue=self.max_queue,
+                             request_timeout_s=self.request_timeout_s)
+
+    @property
+    def worker_config(self) -> WorkerConfig:
+        """What the worker side needs: the pool's size and each worker's runtime settings."""
+        return WorkerConfig(device=self.device, workers=self.workers, threads_per_worker=self.threads_per_worker,
+                            parallel_batches=self.parallel_batches, batch_timeout_s=self.batch_timeout_s,
+                            worker_start_timeout_s=self.worker_start_timeout_s, log_level=self.log_level)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """The request core's section of the settings: per-request and per-model bounds."""
+
+    max_texts_per_request: int
+    max_chars_per_text: int
+    max_queue: int  # texts accepted and unanswered, at most
+    request_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """The worker side's section of the settings."""
+
+    device: str
+    workers: int
+    threads_per_worker: int
+    parallel_batches: int
+    batch_timeout_s: float
+    worker_start_timeout_s: float
+    log_level: str = "info"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SettingsError(Exception):

@@ -10,14 +10,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class Owner(Protocol):
+    """The request a queued text belongs to, as far as batching and the worker side need to know it."""
+
+    model_output: str  # which output of the model this text needs
+    failed: bool  # answered with an error already: its texts need not run
 
 
 @dataclass(slots=True, eq=False)
 class Item:
     """One text waiting to run: its tokens, and where its result goes."""
 
-    owner: Any  # the request it belongs to
+    owner: Owner  # the request it belongs to
     index: int  # position within that request
     length: int  # tokens
     enqueued_at: float
@@ -79,7 +86,7 @@ class Batcher:
         """Put texts back at the head of the queue (their batch was lost with its worker)."""
         self._queue.extendleft(reversed(items))
 
-    def remove_owner(self, owner: Any) -> int:
+    def remove_owner(self, owner: Owner) -> int:
         """Drop every queued text of ``owner`` (a request that failed or was abandoned)."""
         before = len(self._queue)
         self._queue = deque(item for item in self._queue if item.owner is not owner)

@@ -60,12 +60,12 @@ class EmbeddingCache:
     def lookup(self, request: Any, texts: Sequence[str] | Sequence[Sequence[str]], pretokenized: bool) -> list[int]:
         """Fill ``request``'s cached texts into it; return the indices of the texts still to run.
 
-        ``request`` is a :class:`~zeroembed.server.core.jobs.PendingRequest`; a request that is
+        ``request`` is an :class:`~zeroembed.server.core.jobs.EncodeJob`; a request that is
         not ``output="sentence"`` is passed through untouched (every index is a miss).
         """
         if request.output != "sentence":
             return list(range(len(texts)))
-        keys = [self.key(request.source, text, pretokenized) for text in texts]
+        keys = [self.key(request.model_output, text, pretokenized) for text in texts]
         misses = []
         for index, key in enumerate(keys):
             vector = self.get(key)

@@ -48,8 +48,8 @@ from .bert_wire import (
     server_config,
     vectors_reply,
 )
-from .zeromq import StartupError
-from ..config import Settings
+from ..errors import StartupError
+from ..config import host_port
 from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,21 @@ class _Statistic:
 class BertAdapter:
     """The bert-as-service front end: ``start()`` binds (or raises StartupError), ``stop()`` drains and closes."""
 
-    def __init__(self, settings: Settings, internal_endpoint: str, metrics: Metrics, *, hold_s: float = 30.0,
-                 max_held: int = 10_000, max_held_bytes: int = 256 * 2**20) -> None:
-        self.settings = settings
+    def __init__(self, internal_endpoint: str, metrics: Metrics, *, bind: str, port: int, port_out: int,
+                 max_message_bytes: int, request_timeout_s: float, beside_curve: bool = False,
+                 hold_s: float = 30.0, max_held: int = 10_000, max_held_bytes: int = 256 * 2**20) -> None:
+        self.port, self.port_out = port, port_out
+        self.max_message_bytes = max_message_bytes
+        self.beside_curve = beside_curve  # the ZeroMQ port is CurveZMQ-only: warn that these ports are not
         self.internal_endpoint = internal_endpoint
         self.metrics = metrics
         self.hold_s = hold_s
         self.max_held = max_held
         self.max_held_bytes = max_held_bytes
-        host = f"[{settings.bind}]" if ":" in settings.bind else settings.bind
-        self.endpoint_in = f"tcp://{host}:{settings.bert_port}"
-        self.endpoint_out = f"tcp://{host}:{settings.bert_port_out}"
-        # the broker answers every request (with a timeout error at worst); this is a backstop
-        self._pending_timeout_s = settings.request_timeout_s + 30.0
+        self.endpoint_in = f"tcp://{host_port(bind, port)}"
+        self.endpoint_out = f"tcp://{host_port(bind, port_out)}"
+        # the server answers every request (with a timeout error at worst); this is a backstop
+        self._pending_timeout_s = request_timeout_s + 30.0
         self._ids = itertools.count()
         self._pending: dict[str, _Pending] = {}
         self._subscribers: set[bytes] = set()
@@ -130,7 +132,7 @@ class BertAdapter:
         self._context = zmq.Context()
         self.pull = self._context.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.pull.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         self.xpub = self._context.socket(zmq.XPUB)
         self.xpub.setsockopt(zmq.LINGER, _PUB_LINGER_MS)
         self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, repeated ones included
@@ -147,7 +149,7 @@ class BertAdapter:
         except BaseException:
             self._close_sockets()
             raise
-        if self.settings.curve_secret is not None:
+        if self.beside_curve:
             log.warning("bert-as-service ports %s and %s are plain TCP without CurveZMQ (--allow-insecure-bert): "
                         "anyone who reaches them can embed texts and subscribe to every reply",
                         self.endpoint_in, self.endpoint_out)
@@ -283,8 +285,8 @@ class BertAdapter:
                 statistic = {**vars(self._stats),
                              "num_active_client": len(self._subscribers),
                              "num_held_reply": self._held_count, "num_pending_request": len(self._pending)}
-            config = server_config(pending.client, reply.header.get("status", {}), port=self.settings.bert_port,
-                                   port_out=self.settings.bert_port_out, started=self._started, statistic=statistic)
+            config = server_config(pending.client, reply.header.get("status", {}), port=self.port,
+                                   port_out=self.port_out, started=self._started, statistic=statistic)
             self._publish(config_reply(pending.client, pending.req_id, config))
 
     def _refuse(self, exc: BertRequestError, frames: list[bytes]) -> None:

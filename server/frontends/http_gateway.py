@@ -1,10 +1,10 @@
-"""The HTTP gateway: OpenAI ``/v1/embeddings`` and TEI ``/embed`` over the broker's own batcher.
+"""The HTTP gateway: OpenAI ``/v1/embeddings`` and TEI ``/embed`` over the same request cores.
 
-An adapter in the ``zeroembed serve`` process (``--http-port``): one thread with
-its own asyncio loop runs an aiohttp server, and every HTTP request becomes a
-protocol-v1 request sent by an :class:`~zeroembed.client.AsyncClient` to
-``broker.internal_endpoint`` — the same batcher and workers as ZeroMQ clients,
-no second copy of the model. docs/http.md describes the API.
+A front end in the ``zeroembed serve`` process (``--http-port``): one thread with
+its own asyncio loop runs an aiohttp server, and every HTTP request goes to the
+server's loop through a :class:`~zeroembed.server.frontends.bridge.CoreBridge` —
+the same cores, batchers and workers as ZeroMQ clients, with no second
+serialization or socket hop. docs/http.md describes the API.
 """
 
 from __future__ import annotations
@@ -25,20 +25,21 @@ try:
 except ImportError:  # pragma: no cover - the server extra carries it; start() says so when it is missing
     web = None
 
-from zeroembed.client import AsyncClient, ErrorCode, InvalidRequest, ServerBusy, ServerTimeout, ZeroEmbedError
+from zeroembed.client import ErrorCode, InvalidRequest, ServerBusy, ServerTimeout, ZeroEmbedError
+from zeroembed.client.status import problems
 
-from ..artifact import Artifact
-from .zeromq import StartupError
-from ..config import Settings
+from ..config import host_port
+from ..errors import StartupError
+from .bridge import CoreBridge, InProcessClient
 
 log = logging.getLogger(__name__)
 
-_HEALTH_TIMEOUT_S = 5.0  # a broker that cannot answer a status request this fast is not healthy
+_HEALTH_TIMEOUT_S = 5.0  # a server that cannot answer a status request this fast is not healthy
 _STOP_TIMEOUT_S = 3.0  # handlers still running when the gateway stops get this long to finish
 
 
 class BadRequest(Exception):
-    """A request body the gateway refuses before anything reaches the broker."""
+    """A request body the gateway refuses before anything reaches the request core."""
 
     def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
@@ -48,17 +49,20 @@ class BadRequest(Exception):
 class HttpGateway:
     """``start()`` binds the port and serves in a thread of its own; ``stop()`` closes it. Both idempotent."""
 
-    def __init__(self, settings: Settings, endpoint: str, artifact: Artifact) -> None:
-        self.settings = settings
-        self.endpoint = endpoint
-        self.model = artifact.name
-        self.dim = artifact.manifest.hidden_size
+    def __init__(self, bridge: CoreBridge, *, bind: str, port: int, model: str, dim: int, max_message_bytes: int,
+                 max_texts_per_request: int, request_timeout_s: float) -> None:
+        self.bind, self.port = bind, port
+        self.model = model
+        self.dim = dim
+        self.max_message_bytes = max_message_bytes
         self.created = int(time.time())
+        # The core's own request timeout answers first; the backstop only catches a loop that is gone.
+        self._client = InProcessClient(bridge, max_texts_per_request=max_texts_per_request,
+                                       backstop_s=request_timeout_s + 5)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._failure: BaseException | None = None
-        self._client: AsyncClient | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,12 +80,11 @@ class HttpGateway:
 
     @property
     def address(self) -> str:
-        host = f"[{self.settings.bind}]" if ":" in self.settings.bind else self.settings.bind
-        return f"{host}:{self.settings.http_port}"
+        return host_port(self.bind, self.port)
 
     def _bind(self) -> socket.socket:
         """Bind here, in the caller's thread, so a taken port is a StartupError of ``start()``."""
-        bind, port = self.settings.bind, self.settings.http_port
+        bind, port = self.bind, self.port
         try:
             family, kind, proto, _, address = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM,
                                                                  flags=socket.AI_PASSIVE)[0]
@@ -127,9 +130,6 @@ class HttpGateway:
 
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
-        # The server's own request timeout answers first; ours only catches a broker that is gone.
-        self._client = AsyncClient(self.endpoint, timeout=self.settings.request_timeout_s + 5,
-                                   max_texts_per_request=self.settings.max_texts_per_request)
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=_STOP_TIMEOUT_S)
         await runner.setup()
         try:
@@ -138,7 +138,6 @@ class HttpGateway:
             await self._stopping.wait()
         finally:
             await runner.cleanup()
-            await self._client.close()
 
     # ------------------------------------------------------------------ the application
 
@@ -159,7 +158,7 @@ class HttpGateway:
                 log.exception("HTTP %s %s failed", request.method, request.path)
                 return self._openai_error(500, "internal error in the HTTP gateway", code=ErrorCode.INTERNAL.value)
 
-        app = web.Application(client_max_size=self.settings.max_message_bytes, middlewares=[errors])
+        app = web.Application(client_max_size=self.max_message_bytes, middlewares=[errors])
         app.router.add_post("/v1/embeddings", self.openai_embeddings)
         app.router.add_post("/embeddings", self.openai_embeddings)  # for clients whose base_url lacks /v1
         app.router.add_post("/embed", self.tei_embed)
@@ -181,7 +180,7 @@ class HttpGateway:
 
     async def _body(self, request) -> dict[str, Any]:
         """The request's JSON object, or BadRequest (413 when over ``max_message_bytes``)."""
-        limit = self.settings.max_message_bytes
+        limit = self.max_message_bytes
         too_large = BadRequest(f"the request body is larger than the server's limit of {limit} bytes "
                                "(--max-message-bytes); split the input", status=413, code="request_too_large")
         if request.content_length is not None and request.content_length > limit:
@@ -288,19 +287,15 @@ class HttpGateway:
         return await asyncio.wait_for(self._client.status(), _HEALTH_TIMEOUT_S)
 
     async def health(self, _request):
-        """200 when the broker answers and accepts work and every worker is ready; 503 otherwise."""
+        """200 when the server answers, accepts work and has every worker ready; 503 otherwise."""
         try:
             status = await self._server_status()
         except (ZeroEmbedError, asyncio.TimeoutError) as exc:
-            return self._json({"status": "unhealthy", "error": f"the broker did not answer: {exc}",
+            return self._json({"status": "unhealthy", "error": f"the server did not answer: {exc}",
                                "error_type": "Unhealthy"}, 503)
-        workers = status.get("workers", [])
-        if not status.get("accepting", False):
-            return self._json({"status": "unhealthy", "error": "the server is shutting down",
-                               "error_type": "Unhealthy"}, 503)
-        if not workers or not all(w.get("ready") for w in workers):
-            return self._json({"status": "unhealthy", "error": "not every worker is ready",
-                               "error_type": "Unhealthy"}, 503)
+        found = problems(status)
+        if found:
+            return self._json({"status": "unhealthy", "error": "; ".join(found), "error_type": "Unhealthy"}, 503)
         return self._json({"status": "ok"})
 
     async def status(self, _request):
@@ -308,7 +303,7 @@ class HttpGateway:
         try:
             return self._json(await self._server_status())
         except (ZeroEmbedError, asyncio.TimeoutError) as exc:
-            return self._openai_error(503, f"the broker did not answer: {exc}", code="unavailable")
+            return self._openai_error(503, f"the server did not answer: {exc}", code="unavailable")
 
 
 # ---------------------------------------------------------------------- body checks
@@ -349,7 +344,7 @@ def _tei_inputs(body: dict[str, Any]) -> list[str]:
 
 
 def _tei_status(exc: ZeroEmbedError) -> tuple[int, str]:
-    """TEI's status and error_type for an error of the broker (TEI: Validation is 413, Backend 424)."""
+    """TEI's status and error_type for an error of the request core (TEI: Validation is 413, Backend 424)."""
     if isinstance(exc, InvalidRequest):
         return 413, "Validation"
     if isinstance(exc, ServerBusy):

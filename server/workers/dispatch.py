@@ -1,20 +1,19 @@
-"""The worker side of the broker: which worker runs which batch, and what happens when one fails.
+"""The worker side of one model: which worker runs which batch, and what happens when one fails.
 
 Owns the Unix socket the workers connect to (channel.py) and the pool of
-worker processes. It pulls batches from the batcher for idle workers, hands
-finished batches back to the broker, retries the texts of a batch lost with its
-worker once, and replaces workers that die or get stuck. It knows nothing of
-clients.
+worker processes. It pulls batches from the core's batcher for workers with
+room, hands finished batches back through the core's ``Completion`` interface,
+retries the texts of a batch lost with its worker once, and replaces workers
+that die or get stuck. It knows nothing of clients or requests: a queued text
+tells it only which model output it needs and whether it is still wanted.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import selectors
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,21 +21,18 @@ import numpy as np
 
 from zeroembed.client.protocol import ErrorCode
 
-from ..artifact import Artifact
+from ..config import WorkerConfig
 from ..core.batcher import Batch, Batcher
-from .channel import Channel, ChannelError, listen
-from ..config import Settings
+from ..core.lifecycle import Completion
+from ..errors import StartupError
 from ..metrics import Metrics
+from .channel import Channel, ChannelError, listen
+from .messages import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps, loads
 from .pool import WorkerHandle, WorkerPool
-from .messages import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps
 
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 2  # a text lost with its worker is retried once
-
-
-class StartupError(Exception):
-    """The server could not start; ``str()`` says why."""
 
 
 @dataclass(eq=False)
@@ -50,33 +46,27 @@ class InFlight:
     sent_at: float = field(default_factory=time.monotonic)
 
 
-Deliver = Callable[[InFlight, dict[str, np.ndarray]], None]
-Fail = Callable[[object, ErrorCode, str], None]  # (request, code, message)
-
-
 class Dispatcher:
-    """Runs batches on the worker pool; results go to ``deliver``, lost requests to ``fail``."""
+    """Runs ``batcher``'s batches on a pool of worker processes; results and failures go to ``sink``."""
 
-    def __init__(self, sockdir: Path, settings: Settings, artifact: Artifact, metrics: Metrics, batcher: Batcher,
-                 *, deliver: Deliver, fail: Fail) -> None:
-        self.settings = settings
+    def __init__(self, sockdir: Path, config: WorkerConfig, model_path: Path, inputs: tuple[str, ...],
+                 metrics: Metrics, batcher: Batcher, sink: Completion) -> None:
+        self.config = config
         self.metrics = metrics
         self.batcher = batcher
-        self._deliver = deliver
-        self._fail = fail
+        self.sink = sink
         endpoint = str(sockdir / "workers")
         self._listener = listen(endpoint)
         # Every worker socket in one selector: the broker polls its fd, which is readable when any is.
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
-        self.pool = WorkerPool(size=settings.workers, endpoint=endpoint, model_path=artifact.model_path,
-                               inputs=tuple(artifact.manifest.inputs), device=settings.device,
-                               threads=settings.threads_per_worker, parallel=settings.parallel_batches,
-                               log_level=settings.log_level)
+        self.pool = WorkerPool(size=config.workers, endpoint=endpoint, model_path=model_path, inputs=inputs,
+                               device=config.device, threads=config.threads_per_worker,
+                               parallel=config.parallel_batches, log_level=config.log_level)
         # Batches a worker holds: one waiting in its socket for each it can run at once, so it starts the
         # next the moment one finishes instead of waiting a round trip through the broker, and it sees
         # the backlog that makes running batches side by side pay (worker.py).
-        self.depth = 2 * settings.parallel_batches
+        self.depth = 2 * config.parallel_batches
         self.in_flight: dict[int, InFlight] = {}
         self._batch_ids = itertools.count()
 
@@ -87,10 +77,10 @@ class Dispatcher:
     def start(self) -> None:
         """Start every worker and wait until all have loaded the model."""
         self.pool.start()
-        deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        deadline = time.monotonic() + self.config.worker_start_timeout_s
         while not all(w.ready for w in self.pool.workers.values()):
             if time.monotonic() > deadline:
-                raise StartupError(f"workers did not load the model within {self.settings.worker_start_timeout_s}s")
+                raise StartupError(f"workers did not load the model within {self.config.worker_start_timeout_s}s")
             self.on_ready(timeout=0.1)
             dead = self.pool.reap()
             if dead:
@@ -154,6 +144,10 @@ class Dispatcher:
         if worker is not None:
             worker.channel = None
 
+    def is_idle(self) -> bool:
+        """Whether no batch is running."""
+        return not self.in_flight
+
     def has_room(self) -> bool:
         """Whether some worker can take a batch now."""
         return bool(self.pool.with_room(self.depth))
@@ -168,7 +162,7 @@ class Dispatcher:
             self._send(worker, batch)
 
     def _send(self, worker: WorkerHandle, batch: Batch) -> None:
-        outputs = sorted({item.owner.source for item in batch.items})
+        outputs = sorted({item.owner.model_output for item in batch.items})
         flight = InFlight(next(self._batch_ids), batch, outputs, worker)
         if not worker.batches:
             worker.progress_at = time.monotonic()
@@ -193,18 +187,18 @@ class Dispatcher:
         """Handle one message from a worker: READY, FATAL, RESULT or FAILED."""
         kind, body = bytes(frames[0]), frames[1:]
         if kind == READY:
-            info = json.loads(bytes(body[0]))
+            info = loads(body[0])
             worker = next((w for w in self.pool.workers.values() if w.pid == info["pid"]), None)
             if worker is None:
                 log.warning("READY from unknown worker pid %s", info.get("pid"))
                 return
             worker.channel, worker.provider = channel, info["provider"]
             log.info("worker %d ready: pid %d, provider %s", worker.index, worker.pid, worker.provider)
-            if self.settings.device == "cuda" and worker.provider != "CUDAExecutionProvider":
+            if self.config.device == "cuda" and worker.provider != "CUDAExecutionProvider":
                 log.warning("worker %d asked for CUDA but got %s", worker.index, worker.provider)
             return
         if kind == FATAL:
-            message = json.loads(bytes(body[0]))["message"]
+            message = loads(body[0])["message"]
             if not all(w.ready for w in self.pool.workers.values()):
                 raise StartupError(f"a worker could not load the model: {message}")
             log.error("a replacement worker could not load the model: %s", message)
@@ -213,7 +207,7 @@ class Dispatcher:
         if worker is None:
             log.warning("dropped a %r message from a socket that is no worker's", kind)
             return
-        header = json.loads(bytes(body[0]))
+        header = loads(body[0])
         flight = self.in_flight.get(header.get("batch"))
         if flight is None or flight.worker is not worker:
             return  # a batch already given up on (its worker was declared dead)
@@ -222,12 +216,12 @@ class Dispatcher:
         worker.progress_at = time.monotonic()
         if kind == FAILED:
             log.error("batch %d failed in worker %d: %s", flight.id, flight.worker.index, header["message"])
-            for request in {item.owner for item in flight.batch.items}:
-                self._fail(request, ErrorCode.WORKER_FAILED, f"the model failed on this request: {header['message']}")
+            self.sink.fail({item.owner for item in flight.batch.items}, ErrorCode.WORKER_FAILED,
+                           f"the model failed on this request: {header['message']}")
         elif kind == RESULT:
             arrays = {name: np.frombuffer(buf, dtype=np.float32).reshape(shape)
                       for name, buf, shape in zip(flight.outputs, body[1:], header["arrays"])}
-            self._deliver(flight, arrays)
+            self.sink.deliver(flight.batch, arrays)
             # After the replies went out: between runs every cache is cold, and this costs ~50 µs then.
             self.metrics.inference_time.observe(header["run_s"])
             self.metrics.batch_runs.labels("alone" if header["alone"] else "side_by_side").inc()
@@ -246,7 +240,7 @@ class Dispatcher:
             # Newest first: requeueing puts texts at the head of the queue, so the oldest ends up first.
             for position, flight in reversed(list(enumerate(worker.batches))):
                 self.in_flight.pop(flight.id, None)
-                if position >= self.settings.parallel_batches:  # could not have started: no attempt spent
+                if position >= self.config.parallel_batches:  # could not have started: no attempt spent
                     for item in flight.batch.items:
                         item.attempts -= 1
                 self._retry(worker, flight)
@@ -260,7 +254,7 @@ class Dispatcher:
         when its oldest batch is older than every batch ahead of it could take
         (one lane frozen while another keeps finishing).
         """
-        limit = self.settings.batch_timeout_s
+        limit = self.config.batch_timeout_s
         silent, oldest = now - worker.progress_at, now - worker.batches[0].sent_at
         if silent <= limit and oldest <= limit * self.depth:
             return False
@@ -274,8 +268,9 @@ class Dispatcher:
         if retry:
             log.warning("retrying %d texts of the dead worker %d's batch %d", len(retry), worker.index, flight.id)
             self.batcher.requeue(retry)
-        for request in {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}:
-            self._fail(request, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
+        lost = {item.owner for item in flight.batch.items if item.attempts >= _MAX_ATTEMPTS}
+        if lost:
+            self.sink.fail(lost, ErrorCode.WORKER_FAILED, "the worker running this request died, twice")
 
     def worker_status(self) -> list[dict]:
         """One entry per configured worker, for the server's status."""

@@ -18,8 +18,8 @@ from ..servers import RunningServer, start_server
 class FakeRequest:
     """What the cache needs of a PendingRequest."""
 
-    def __init__(self, count: int, output: str = "sentence", source: str = "sentence_embedding") -> None:
-        self.output, self.source = output, source
+    def __init__(self, count: int, output: str = "sentence", model_output: str = "sentence_embedding") -> None:
+        self.output, self.model_output = output, model_output
         self.filled: dict[int, np.ndarray] = {}
         self.count = count
 
@@ -67,9 +67,9 @@ def test_keys_separate_outputs_and_pretokenized_texts():
     request = FakeRequest(1)
     cache.lookup(request, ["a b"], pretokenized=False)
     cache.store(request, 0, vec(1))
-    assert cache.lookup(FakeRequest(1, source="pooled_embedding"), ["a b"], pretokenized=False) == [0]
+    assert cache.lookup(FakeRequest(1, model_output="pooled_embedding"), ["a b"], pretokenized=False) == [0]
     assert cache.lookup(FakeRequest(1), [["a", "b"]], pretokenized=True) == [0]
-    assert cache.lookup(FakeRequest(1, output="tokens", source="token_embeddings"), ["a b"], pretokenized=False) == [0]
+    assert cache.lookup(FakeRequest(1, output="tokens", model_output="token_embeddings"), ["a b"], pretokenized=False) == [0]
     assert cache.lookup(FakeRequest(1), ["a b"], pretokenized=False) == []
 
 

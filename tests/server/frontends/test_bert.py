@@ -404,9 +404,9 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
 
     broker = StandInBroker(tmp_path)
     port = free_port()
-    settings = load_settings(device="cpu", bert_port=port, bert_port_out=free_port(), metrics_port=0)
     metrics = Metrics()
-    adapter = BertAdapter(settings, broker.endpoint, metrics, hold_s=2.0, max_held=2)
+    adapter = BertAdapter(broker.endpoint, metrics, bind="127.0.0.1", port=port, port_out=free_port(),
+                          max_message_bytes=2**20, request_timeout_s=120.0, hold_s=2.0, max_held=2)
     adapter.start()
     context = zmq.Context()
     push = context.socket(zmq.PUSH)

@@ -39,16 +39,29 @@ class FakeProcess:
         pass
 
 
+class Sink:
+    """Stands in for the request core: records what the dispatcher hands back."""
+
+    def __init__(self) -> None:
+        self.delivered: list = []
+        self.failed: list = []
+
+    def deliver(self, batch, arrays) -> None:
+        self.delivered.append((batch, arrays))
+
+    def fail(self, owners, code, message) -> None:
+        self.failed.extend((owner, code) for owner in owners)
+
+
 @pytest.fixture
 def dispatcher(tmp_path: Path):
     settings = load_settings(device="cpu", workers=1, threads_per_worker=2, parallel_batches=2,
                              batch_timeout_s=TIMEOUT_S)
-    artifact = SimpleNamespace(model_path=tmp_path / "model.onnx",
-                               manifest=SimpleNamespace(inputs=["input_ids", "attention_mask"]))
     batcher = Batcher(max_batch_tokens=2048, max_batch_size=8, wait_s=0.0, max_added_padding=4)
-    failed: list = []
-    dispatcher = Dispatcher(tmp_path, settings, artifact, Metrics(), batcher, deliver=lambda *a: None,
-                            fail=lambda request, code, message: failed.append((request, code)))
+    sink = Sink()
+    dispatcher = Dispatcher(tmp_path, settings.worker_config, tmp_path / "model.onnx",
+                            ("input_ids", "attention_mask"), Metrics(), batcher, sink)
+    failed = sink.failed
     worker = WorkerHandle(index=0, process=FakeProcess(), channel=object())
     dispatcher.pool.workers = {0: worker}
     yield dispatcher, worker, batcher, failed
@@ -108,15 +121,14 @@ def test_a_dead_workers_batches_are_retried_and_only_those_that_could_run_spend_
 
 def test_a_result_counts_only_from_the_worker_its_batch_went_to(dispatcher):
     dispatcher_, worker, _, _ = dispatcher
-    delivered = []
-    dispatcher_._deliver = lambda flight, arrays: delivered.append((flight.id, arrays["sentence_embedding"]))
-    hold(dispatcher_, worker, 0.1)
+    delivered = dispatcher_.sink.delivered
+    items = hold(dispatcher_, worker, 0.1)
     vector = np.arange(4, dtype=np.float32)
     message = [RESULT, json.dumps({"batch": 0, "run_s": 0.01, "alone": True, "arrays": [[1, 4]]}).encode(),
                vector.tobytes()]
     dispatcher_.on_message(object(), message)  # a socket that is no worker's: ignored
     assert not delivered and 0 in dispatcher_.in_flight
     dispatcher_.on_message(worker.channel, message)
-    assert [flight_id for flight_id, _ in delivered] == [0]
-    np.testing.assert_array_equal(delivered[0][1], vector[None])
+    assert [batch.items for batch, _ in delivered] == [items]
+    np.testing.assert_array_equal(delivered[0][1]["sentence_embedding"], vector[None])
     assert not dispatcher_.in_flight and not worker.batches

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zeroembed.client.protocol import ErrorCode, Request
-from zeroembed.server.core.jobs import RequestRejected, check_limits, parse_options
+from zeroembed.server.core.validation import RequestRejected, check_limits, parse_options
 
 
 def options(**fields):
