@@ -62,7 +62,7 @@ def check_endpoints(endpoint: str | Sequence[str]) -> list[str]:
     return endpoints
 
 
-def check_texts(texts: Any, is_tokenized: bool = False) -> list[str] | list[list[str]]:
+def check_texts(texts: Any, is_tokenized: bool) -> list[str] | list[list[str]]:
     """``texts`` as a list of str (or, ``is_tokenized``, of word lists), or :class:`InvalidRequest`
     naming the offending index and type."""
     if isinstance(texts, (str, bytes, bytearray, memoryview)) or not isinstance(texts, (Sequence, np.ndarray)):
