@@ -8,8 +8,8 @@ One fusion is left to the session: each residual connection stays as
 ``Add`` + ``LayerNormalization`` (ONNX ops). ONNX Runtime fuses them into
 ``SkipLayerNormalization`` when it loads the model, which the server keeps on
 CUDA (one kernel instead of three launches; not yet timed on a GPU). On CPU
-that kernel took 3-4x the time of the two ops it replaces
-(benchmarks/RESULTS.md), so the server's CPU sessions turn the fusion off.
+ORT's kernel for it is slower than the two ops it replaces
+(docs/decisions.md), so the server's CPU sessions turn the fusion off.
 """
 
 from __future__ import annotations
