@@ -156,8 +156,8 @@ def reply_id(frames: Sequence[Any]) -> str | None:
 def open_reply(frames: Sequence[Any]) -> tuple[str | None, Reply | ZeroEmbedError]:
     """A reply's request id, and the reply or the exception its error (or its unreadable frames) stands for.
 
-    The header is parsed once: between model runs, when its code is cold, a parse costs
-    ~70 µs of a short text's round trip. A reply too broken to decode is still routed by
+    The header is parsed once: each parse is on every reply's path, and runs with cold
+    caches between calls. A reply too broken to decode is still routed by
     the id its header names, read loosely, so the error reaches the call that waits for it.
     """
     try:

@@ -50,10 +50,9 @@ _ENV_PREFIX = "ZEROEMBED_"
 _CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status.py), not the server's
 
 
-# Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
-# On CPU a batch's fixed cost is worth only ~10 tokens of work (all-MiniLM-L6-v2,
-# 2 cores), so padding costs its full price: a text may add at most 4 padding
-# tokens to a batch, and batches stay small. A GPU has parallelism to spare for
+# Per-device defaults. On a CPU a batch's fixed cost is small next to the price of its
+# padding (for a small model a batch is worth about ten tokens of work), so a text may
+# add at most 4 padding tokens to a batch, and batches stay small (docs/decisions.md). A GPU has parallelism to spare for
 # padding and a large fixed cost per run (kernel launches), so it pads freely.
 _DEVICE_DEFAULTS: dict[Device, dict[str, int]] = {
     "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048, "max_added_padding": 4},

@@ -1,11 +1,10 @@
-"""The broker ↔ worker link: multipart messages over a Unix stream socket.
+"""The server ↔ worker link: multipart messages over a Unix stream socket.
 
-Clients speak ZeroMQ; the broker's own workers do not. Every ZeroMQ hop passes
+Clients speak ZeroMQ; the server's own workers do not. Every ZeroMQ hop passes
 through an I/O thread on each side, three thread wake-ups where a plain socket
-needs one, and on a small VM waking an idle vCPU is what a hop costs: a round
-trip between two processes took ~340 µs over ZeroMQ ipc against ~65 µs over a
-socket pair, and every request crosses this link twice (benchmarks/hops.py,
-benchmarks/RESULTS.md).
+needs one, and waking an idle core is most of what a hop costs. Every request
+crosses this link twice; ``python -m zeroembed.benchmarks.hops`` measures both
+links (docs/decisions.md).
 
 On the socket a message is a little-endian u32 frame count, a u64 length per
 frame, then the frames back to back. Sends never block unless asked to: what
@@ -123,8 +122,9 @@ class Channel:
                 self.closed = True
             self._end += read
             if read < room:
-                # The socket had no more: a read that would only say so costs a cold ~20-40 µs between
-                # model runs, and the caller's poll (level-triggered) reports whatever arrives next.
+                # The socket had no more: a read that would only say so is a wasted system call, run with
+                # cold caches between model runs, and the caller's poll (level-triggered) reports whatever
+                # arrives next.
                 break
         return self._parse()
 

@@ -32,9 +32,9 @@ class RuntimeLoadError(Exception):
 DISABLED_FUSIONS: dict[str, tuple[str, ...]] = {"cpu": ("SkipLayerNormFusion",), "cuda": ()}
 
 # How long the all-threads session's idle pool threads spin after a run, when batches may also run side
-# by side. Unbounded (ORT's default), they spin ~50 ms on the cores the side-by-side runs need; stopped
-# at once, every run must first wake them, which cost one short text ~0.3 ms here. 3 ms covers the gap
-# between one client's back-to-back requests (~1.5 ms on this 2-core VM) (benchmarks/RESULTS.md).
+# by side. Unbounded (ORT's default), they spin on the cores the side-by-side runs need; stopped at once,
+# every run must first wake them, and waking an idle core is slow. A few milliseconds cover the gap
+# between one client's back-to-back requests and no more (docs/decisions.md).
 SPIN_AFTER_RUN_US = 3000
 
 
@@ -68,8 +68,9 @@ class EncoderRuntime:
     With ``parallel`` > 1 it holds a second session of the model with one
     intra-op thread, which several threads may run at once (ONNX Runtime
     sessions are safe to run concurrently): on a small CPU, batches side by side
-    on one thread each beat the same batches one after another on all threads
-    (benchmarks/RESULTS.md). A lone batch still gets every thread, so one short
+    on one thread each beat the same batches one after another on all threads:
+    ORT's threads meet at every operator, and a small batch does not keep them
+    all busy (docs/decisions.md). A lone batch still gets every thread, so one short
     text is answered as fast as the machine allows.
     """
 
@@ -119,8 +120,8 @@ class EncoderRuntime:
     def _one_text_feeds(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """One text has nothing to pad: its row goes in as host arrays, which ORT copies to the device.
 
-        For one short text that is ~0.3 ms cheaper on this CPU between runs, when every cache is cold,
-        than the padding graph's run plus the IOBinding calls (benchmarks/RESULTS.md), and its row and
+        That skips the padding graph's run and the IOBinding calls, which run with cold caches between
+        model runs (docs/decisions.md), and its row and
         its output are a few kB on any bus.
         """
         row = ids.astype(np.int64).reshape(1, -1)
