@@ -100,6 +100,11 @@ class EncodeOptions:
     truncate: bool = True
     show_tokens: bool = False
     is_tokenized: bool = field(default=False, metadata={"additive": True})  # texts are word lists, taken as given
+    # One of the model's named prompts (its manifest's ``prompts``), or a literal prompt, prepended to each text.
+    prompt_name: str | None = field(default=None, metadata={"additive": True})
+    prompt: str | None = field(default=None, metadata={"additive": True})
+    # Matryoshka: keep the first ``dimensions`` of each vector (re-normalized when the vectors are normalized).
+    dimensions: int | None = field(default=None, metadata={"additive": True, "ge": 1})
 
     @classmethod
     def checked(cls, values: Mapping[str, Any]) -> EncodeOptions:
@@ -133,9 +138,15 @@ def _option_types(cls: type) -> dict[str, tuple[type, bool]]:
     return types
 
 
+def option_bounds(name: str) -> dict[str, Any]:
+    """An encode option's numeric bounds (``ge``), from its declaration."""
+    return {k: v for k, v in _ENCODE_OPTION_FIELDS[name].metadata.items() if k in ("ge", "le")}
+
+
 #: Each encode option's base type and whether it may be None: what the server's validation derives from.
 ENCODE_OPTION_TYPES: dict[str, tuple[type, bool]] = _option_types(EncodeOptions)
 _ENCODE_OPTION_NAMES = frozenset(ENCODE_OPTION_TYPES)
+_ENCODE_OPTION_FIELDS = {f.name: f for f in dataclasses.fields(EncodeOptions)}
 
 
 def option_value(name: str, value: Any, kind: type, nullable: bool) -> Any:
@@ -152,6 +163,8 @@ def option_value(name: str, value: Any, kind: type, nullable: bool) -> Any:
             return value
     elif kind is int:
         if _is_int(value):
+            if value < option_bounds(name).get("ge", value):
+                raise ValueError(f"option {name!r} must be at least {option_bounds(name)['ge']}, got {value!r}")
             return value
     elif isinstance(value, kind):
         return value

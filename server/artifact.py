@@ -43,6 +43,8 @@ class ArtifactManifest(BaseModel):
     precision: Literal["fp32", "fp16", "int8"]
     inputs: list[str]
     outputs: list[str]
+    prompts: dict[str, str] = {}  # sentence-transformers' named prompts, e.g. {"query": "query: "}
+    default_prompt_name: str | None = None  # applied when a request names no prompt
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class EncodeJob:
     model_output: str  # the model output this request reads
     renormalize: bool  # L2-normalise here (the model's graph did not)
     dim: int
+    dimensions: int | None = None  # keep only the first ``dimensions`` of each vector (Matryoshka)
+    normalized: bool = False  # the vectors are unit length: re-normalize them after cutting
     pieces: list[list[str]] | None = None
     num_tokens: int = 0
     received_at: float = field(default_factory=time.monotonic)  # when the server read it
@@ -86,8 +88,14 @@ class EncodeJob:
             model_output, renormalize = POOLED, False
         else:
             model_output, renormalize = SENTENCE, want_normalized and not manifest.normalize
+        dimensions = options.dimensions
+        if dimensions is not None and dimensions > manifest.hidden_size:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'dimensions' must be at most "
+                                                             f"{manifest.hidden_size} (this model's size), got {dimensions}")
+        normalized = renormalize or (model_output == SENTENCE and manifest.normalize)
         return cls(respond=respond, id=request_id, count=count, output=options.output, model_output=model_output,
-                   renormalize=renormalize, dim=manifest.hidden_size, received_at=received_at)
+                   renormalize=renormalize, dim=manifest.hidden_size, received_at=received_at,
+                   dimensions=dimensions if dimensions != manifest.hidden_size else None, normalized=normalized)
 
     @property
     def done(self) -> bool:
@@ -110,8 +118,18 @@ class EncodeJob:
         if self.pieces is not None:
             fields["tokens"] = self.pieces
         if self._sentences is not None:
-            return Outcome(self.id, [self._sentences], fields)
+            return Outcome(self.id, [self._cut(self._sentences)], fields)
         tokens = [t for t in self._tokens if t is not None]
         flat = np.concatenate(tokens) if tokens else np.empty((0, self.dim), dtype=np.float32)
         fields["lengths"] = [len(t) for t in tokens]
-        return Outcome(self.id, [flat], fields)
+        return Outcome(self.id, [self._cut(flat)], fields)
+
+    def _cut(self, vectors: np.ndarray) -> np.ndarray:
+        """The first ``dimensions`` of each vector, unit length again if the vectors were: as
+        sentence-transformers' ``truncate_dim`` followed by its normalisation."""
+        if self.dimensions is None:
+            return vectors
+        cut = vectors[:, :self.dimensions]
+        if self.normalized or self.renormalize:
+            cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(cut, dtype=np.float32)

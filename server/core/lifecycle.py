@@ -106,6 +106,9 @@ class RequestCore:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
                                                   f"{limits.max_queue}); retry later")
         job = EncodeJob.create(respond, request.id, len(texts), options, self.manifest, received)
+        prompt = self._prompt(options)
+        if prompt:
+            texts = [prompt + text for text in texts]
         if not texts:
             self._finish(job)
             return
@@ -122,6 +125,27 @@ class RequestCore:
             self._tokenizing_failed(job, exc)
             return
         self._enqueue(job, texts, options, tokenized, time.perf_counter() - started)
+
+    def _prompt(self, options: EncodeOptions) -> str:
+        """The prompt to prepend to each text: the request's, by name or literal, else the model's default."""
+        prompts = self.manifest.prompts
+        if options.prompt is not None and options.prompt_name is not None:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, "give 'prompt' or 'prompt_name', not both")
+        if options.prompt_name is not None:
+            if not prompts:
+                raise RequestRejected(ErrorCode.INVALID_REQUEST, "option 'prompt_name': this model has no named "
+                                                                 "prompts; send a literal 'prompt' instead")
+            if options.prompt_name not in prompts:
+                raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'prompt_name': {options.prompt_name!r} is "
+                                                                 f"not one of this model's prompts {sorted(prompts)}")
+            prompt = prompts[options.prompt_name]
+        elif options.prompt is not None:
+            prompt = options.prompt
+        else:
+            return prompts.get(self.manifest.default_prompt_name or "", "") if not options.is_tokenized else ""
+        if options.is_tokenized and prompt:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, "prompts apply to texts, not to is_tokenized word lists")
+        return prompt
 
     def on_tokenized(self) -> None:
         """Queue the texts of requests whose tokenization finished on the background thread."""
@@ -250,6 +274,8 @@ class RequestCore:
             "pooling": manifest.pooling,
             "normalize": manifest.normalize,
             "precision": manifest.precision,
+            "prompts": dict(manifest.prompts),
+            "default_prompt_name": manifest.default_prompt_name,
             "queue_depth": len(self.batcher),
             "in_flight_requests": len(self.jobs),
             "tokenizing_requests": len(self.background) if self.background is not None else 0,

@@ -7,9 +7,11 @@ import dataclasses
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, create_model
+from typing import Annotated
 
-from zeroembed.client.protocol import ENCODE_OPTION_TYPES, EncodeOptions, ErrorCode, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, create_model
+
+from zeroembed.client.protocol import ENCODE_OPTION_TYPES, EncodeOptions, ErrorCode, Request, option_bounds
 
 
 class RequestRejected(Exception):
@@ -25,14 +27,17 @@ class RequestRejected(Exception):
 _STRICT: dict[type, Any] = {bool: StrictBool, int: StrictInt, str: StrictStr}
 
 
-def _field_type(kind: type, nullable: bool) -> Any:
+def _field_type(name: str, kind: type, nullable: bool) -> Any:
     strict = Literal[tuple(m.value for m in kind)] if issubclass(kind, Enum) else _STRICT[kind]
+    bounds = option_bounds(name)
+    if bounds:
+        strict = Annotated[strict, Field(**bounds)]
     return strict | None if nullable else strict
 
 
 def _options_model() -> type[BaseModel]:
     """A pydantic model of ``EncodeOptions``: same names, types and defaults, validated strictly."""
-    fields = {f.name: (_field_type(*ENCODE_OPTION_TYPES[f.name]), f.default)
+    fields = {f.name: (_field_type(f.name, *ENCODE_OPTION_TYPES[f.name]), f.default)
               for f in dataclasses.fields(EncodeOptions)}
     # Unknown header fields are ignored: the protocol lets newer clients add options.
     return create_model("EncodeOptionsModel", __config__=ConfigDict(extra="ignore"), **fields)

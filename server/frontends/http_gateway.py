@@ -220,15 +220,16 @@ class HttpGateway:
             truncate = body.get("truncate", True)  # an extension: OpenAI has no such field
             if not isinstance(truncate, bool):
                 raise BadRequest("'truncate' must be true or false", "truncate")
+            prompt_name = body.get("prompt_name")  # an extension, as TEI's /embed has it
+            if prompt_name is not None and not isinstance(prompt_name, str):
+                raise BadRequest("'prompt_name' must be a string", "prompt_name")
         except BadRequest as exc:
             return self._openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
         try:
-            vectors, pieces = await self._client.encode(texts, truncate=truncate, show_tokens=True)
+            vectors, pieces = await self._client.encode(texts, truncate=truncate, show_tokens=True,
+                                                        dimensions=dimensions, prompt_name=prompt_name)
         except ZeroEmbedError as exc:
             return self._openai_server_error(exc)
-        if dimensions is not None and dimensions < self.dim:
-            vectors = vectors[:, :dimensions]
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         if encoding_format == "base64":
             little = np.ascontiguousarray(vectors, dtype="<f4")
             embeddings: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
@@ -269,13 +270,19 @@ class HttpGateway:
             for name, value in (("normalize", normalize), ("truncate", truncate)):
                 if not isinstance(value, bool):
                     raise BadRequest(f"`{name}` must be true or false")
+            prompt_name, dimensions = body.get("prompt_name"), body.get("dimensions")
+            if prompt_name is not None and not isinstance(prompt_name, str):
+                raise BadRequest("`prompt_name` must be a string")
+            if dimensions is not None and (not _is_int(dimensions) or not 1 <= dimensions <= self.dim):
+                raise BadRequest(f"`dimensions` must be an integer from 1 to {self.dim}")
         except BadRequest as exc:
             # TEI: an empty batch is 400 "Empty"; a body it cannot deserialize is 422; too large is 413.
             if exc.code == "empty":
                 return self._json({"error": exc.message, "error_type": "Empty"}, 400)
             return self._json({"error": exc.message, "error_type": "Validation"}, 422 if exc.status == 400 else exc.status)
         try:
-            vectors = await self._client.encode(texts, normalize=normalize, truncate=truncate)
+            vectors = await self._client.encode(texts, normalize=normalize, truncate=truncate,
+                                                prompt_name=prompt_name, dimensions=dimensions)
         except ZeroEmbedError as exc:
             status, kind = _tei_status(exc)
             return self._json({"error": exc.message, "error_type": kind}, status)

@@ -67,12 +67,14 @@ class FakeWorkers:
 
 
 def make_core(tokenizer_path: Path, *, max_queue: int = 100, timeout_s: float = 5.0, normalize: bool = False,
-              cache: int = 0, max_batch_size: int = 2, capacity: int = 8):
+              cache: int = 0, max_batch_size: int = 2, capacity: int = 8, prompts: dict | None = None,
+              default_prompt_name: str | None = None):
     clock = Clock()
     manifest = ArtifactManifest(format_version=1, source="test", hidden_size=DIM, max_seq_length=MAX_LENGTH,
                                 pooling="mean", normalize=normalize, precision="fp32",
                                 inputs=["input_ids", "attention_mask"],
-                                outputs=["sentence_embedding", "pooled_embedding", "token_embeddings"])
+                                outputs=["sentence_embedding", "pooled_embedding", "token_embeddings"],
+                                prompts=prompts or {}, default_prompt_name=default_prompt_name)
     batcher = Batcher(max_batch_tokens=64, max_batch_size=max_batch_size, wait_s=0.002, max_added_padding=None)
     metrics = Metrics()
     core = RequestCore("test", manifest, TextTokenizer(tokenizer_path, MAX_LENGTH), batcher,
@@ -192,3 +194,49 @@ def test_repeated_texts_are_answered_from_the_cache_without_a_worker(tokenizer_p
     again = encode(core, ["c", "a b"], "again")
     assert not workers.running
     np.testing.assert_array_equal(again[0].arrays[0], first[0].arrays[0][::-1])
+
+
+def test_a_named_prompt_is_prepended_and_its_tokens_count(tokenizer_path):
+    core, workers, _ = make_core(tokenizer_path, prompts={"query": "query: ", "passage": "passage: "})
+    answers = encode(core, ["a b"], prompt_name="query", show_tokens=True)
+    workers.run_all(core)
+    assert answers[0].fields["tokens"] == [["[CLS]", "query", ":", "a", "b", "[SEP]"]]
+    literal = encode(core, ["a b"], "literal", prompt="query: ", show_tokens=True)
+    workers.run_all(core)
+    assert literal[0].fields["tokens"] == answers[0].fields["tokens"]
+    assert core.status()["prompts"] == {"query": "query: ", "passage": "passage: "}
+
+
+def test_the_models_default_prompt_applies_when_none_is_named(tokenizer_path):
+    core, workers, _ = make_core(tokenizer_path, prompts={"query": "query: "}, default_prompt_name="query")
+    answers = encode(core, ["a"], show_tokens=True)
+    workers.run_all(core)
+    assert answers[0].fields["tokens"] == [["[CLS]", "query", ":", "a", "[SEP]"]]
+
+
+@pytest.mark.parametrize(("prompts", "options", "needle"), [
+    ({"query": "q: "}, {"prompt_name": "doc"}, "'doc' is not one of this model's prompts ['query']"),
+    ({}, {"prompt_name": "query"}, "this model has no named prompts"),
+    ({"query": "q: "}, {"prompt_name": "query", "prompt": "x"}, "not both"),
+    ({}, {"dimensions": DIM + 1}, f"'dimensions' must be at most {DIM}"),
+    ({}, {"dimensions": 0}, "'dimensions'"),
+])
+def test_bad_prompts_and_dimensions_are_invalid_requests_naming_the_field(tokenizer_path, prompts, options, needle):
+    core, workers, _ = make_core(tokenizer_path, prompts=prompts)
+    (outcome,) = encode(core, ["a"], **options)
+    assert outcome.error == ErrorCode.INVALID_REQUEST and needle in outcome.message
+    assert not core.jobs and not workers.running
+
+
+def test_dimensions_cut_the_vectors_and_renormalize_normalized_ones(tokenizer_path):
+    core, workers, _ = make_core(tokenizer_path, normalize=True)
+    answers = encode(core, ["a b c", "a"], dimensions=2)
+    workers.run_all(core)
+    vectors = answers[0].arrays[0]
+    assert vectors.shape == (2, 2)
+    np.testing.assert_allclose(vectors, np.array([[5, 0], [3, 1]]) / np.linalg.norm([[5, 0], [3, 1]], axis=1,
+                                                                                      keepdims=True), rtol=1e-6)
+    raw = make_core(tokenizer_path, normalize=False)
+    answers = encode(raw[0], ["a b c"], dimensions=2)
+    raw[1].run_all(raw[0])
+    assert answers[0].arrays[0].tolist() == [[5, 0]]  # not normalized: only cut
