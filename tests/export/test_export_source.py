@@ -236,3 +236,10 @@ def test_do_lower_case_lowercases_like_sentence_transformers(tmp_path: Path, do_
     tokenizer = build_tokenizer(source)
     same = tokenizer.encode("HELLO World").ids == tokenizer.encode("hello world").ids
     assert same is do_lower_case
+
+
+def test_pooling_config_without_a_mode_means_mean(tmp_path: Path) -> None:
+    model = _bert_dir(tmp_path / "nomode")
+    _modules(model, "Transformer", "Pooling")
+    _pooling(model, word_embedding_dimension=8, pooling_mode_cls_token=False, pooling_mode_mean_tokens=False)
+    assert resolve_source(model).pooling == "mean"  # sentence-transformers' own fallback
