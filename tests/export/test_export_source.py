@@ -243,3 +243,14 @@ def test_pooling_config_without_a_mode_means_mean(tmp_path: Path) -> None:
     _modules(model, "Transformer", "Pooling")
     _pooling(model, word_embedding_dimension=8, pooling_mode_cls_token=False, pooling_mode_mean_tokens=False)
     assert resolve_source(model).pooling == "mean"  # sentence-transformers' own fallback
+
+
+def test_architecture_without_fusion_needs_allow_unfused(tmp_path: Path, monkeypatch) -> None:
+    from zeroembed.export import architectures
+
+    spec = architectures.ArchitectureSpec("bert", "none")
+    monkeypatch.setitem(architectures.ARCHITECTURES, "bert", spec)
+    model = _bert_dir(tmp_path / "unfusable")
+    with pytest.raises(ExportError, match="cannot fuse bert's attention; pass --allow-unfused"):
+        resolve_source(model)
+    assert resolve_source(model, allow_unfused=True).allow_unfused
