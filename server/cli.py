@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     m = artifact.manifest
+    if not m.fused_attention:
+        log.warning("%s was exported with --allow-unfused: its attention runs as plain ONNX ops, slower than "
+                    "the fused kernels", artifact.name)
     log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
              m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,
              f"http://{settings.metrics_address}/metrics" if settings.metrics_port else "off")

@@ -71,6 +71,15 @@ class TextTokenizer:
         truncated = [i for i, n in enumerate(lengths) if n == self.max_length and encodings[i].overflowing]
         return Tokenized(flat, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
 
+    def prompt_length(self, prompt: str) -> int:
+        """How many leading tokens of ``prompt + text`` are the prompt's, as sentence-transformers counts:
+        the prompt alone with special tokens, less a trailing special one ([SEP], </s>)."""
+        encoding = self._tokenizer.encode(prompt)
+        length = len(encoding.ids)
+        if length and encoding.special_tokens_mask[-1]:
+            length -= 1
+        return length
+
     def count_tokens(self, text: str | list[str]) -> int:
         """Tokens of ``text`` without truncation, for error messages."""
         self._tokenizer.no_truncation()

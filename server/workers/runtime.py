@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .padding import PADDING_MODEL
+from .padding import PADDING_MODEL, PROMPT_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +91,33 @@ class EncoderRuntime:
         self.provider = self._alone.get_providers()[0]
         # OrtValues live where the provider computes; "cpu" binds numpy memory directly.
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self._inputs = list(inputs)  # each one an output of the padding graph (checked with the artifact)
+        # Each one an output of the padding graph (checked with the artifact); prompt_length is fed per row.
+        self._takes_prompt_length = PROMPT_LENGTH in inputs
+        self._inputs = [name for name in inputs if name != PROMPT_LENGTH]
 
     def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str], *,
-            alone: bool = True) -> dict[str, np.ndarray]:
+            alone: bool = True, prompt_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Encode one batch. ``ids`` (int32) holds every text's ids back to back; ``lengths`` (int32) splits them.
 
-        ``alone=False`` runs it on the one-thread session, beside other batches.
+        ``alone=False`` runs it on the one-thread session, beside other batches. ``prompt_lengths``
+        (int64, one per text) feeds models that pool without the prompt's tokens (0 where none).
         Returns each requested output; ``token_embeddings`` comes back flat, real
         tokens only, shape (sum(lengths), hidden).
         """
         session = self._alone if alone else self._side_by_side
+        if self._takes_prompt_length and prompt_lengths is None:
+            prompt_lengths = np.zeros(len(lengths), dtype=np.int64)
         if len(lengths) == 1:
-            results = dict(zip(outputs, session.run(list(outputs), self._one_text_feeds(ids))))
+            feeds = self._one_text_feeds(ids)
+            if self._takes_prompt_length:
+                feeds[PROMPT_LENGTH] = np.asarray(prompt_lengths, dtype=np.int64)
+            results = dict(zip(outputs, session.run(list(outputs), feeds)))
         else:
             binding = session.io_binding()
             for name, value in zip(self._inputs, self._padded_inputs(ids, lengths)):
                 binding.bind_ortvalue_input(name, value)
+            if self._takes_prompt_length:
+                binding.bind_cpu_input(PROMPT_LENGTH, np.asarray(prompt_lengths, dtype=np.int64))
             for name in outputs:
                 binding.bind_output(name, self._device)
             session.run_with_iobinding(binding)
