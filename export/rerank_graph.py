@@ -41,10 +41,17 @@ def load_classifier(source: RerankSource) -> torch.nn.Module:
                 local_files_only=True,
                 attn_implementation=_ATTN_IMPLEMENTATION,
                 output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported below, by name, instead of a pointer to a log
                 dtype="float32",
             )
-    except Exception as err:  # safetensors, torch.load, size mismatches... all mean "bad weights"
+    except Exception as err:  # safetensors, torch.load... all mean "bad weights"
         raise ExportError(f"cannot load the weights in {source.path}: {err}") from err
+    if info.get("mismatched_keys"):
+        key, *shapes = sorted(info["mismatched_keys"])[0]
+        raise ExportError(
+            f"weights in {source.path} do not match its config.json: {key} has shape "
+            f"{tuple(shapes[0])}, the config asks for {tuple(shapes[1])} ({source.num_labels} labels)"
+        )
     if info.get("missing_keys"):
         # A freshly initialised classifier would export a model that ranks at random.
         missing = sorted(info["missing_keys"])

@@ -33,6 +33,9 @@ RERANK_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 # These number positions from padding_idx + 1, so pad_token_id + 1 slots are unusable.
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# transformers saves no id2label for two labels, its default; a classifier of another size
+# that lost its id2label then fails to load (the weights' shape disagrees), naming the problem.
+_DEFAULT_NUM_LABELS = 2
 # transformers' tokenizer_config.json value for "no limit" is 1e30 (VERY_LARGE_INTEGER).
 _NO_LIMIT = 10**18
 
@@ -147,12 +150,10 @@ def _num_labels(config: dict[str, Any], config_file: Path) -> tuple[int, list[st
         except (TypeError, ValueError) as err:
             raise ExportError(f"{config_file} has an invalid id2label: {err}") from err
         return len(labels), labels
-    value = config.get("num_labels", config.get("_num_labels"))
-    if isinstance(value, int) and value > 0:
-        return value, [f"LABEL_{i}" for i in range(value)]
-    raise ExportError(
-        f"{config_file} has neither id2label nor num_labels: cannot tell how many scores the classifier gives"
-    )
+    value = config.get("num_labels", config.get("_num_labels", _DEFAULT_NUM_LABELS))
+    if not isinstance(value, int) or value < 1:
+        raise ExportError(f"{config_file} has an invalid num_labels {value!r}")
+    return value, [f"LABEL_{i}" for i in range(value)]
 
 
 def _crossencoder_max_length(model_dir: Path, config: dict[str, Any], positions: int) -> int:
