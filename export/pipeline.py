@@ -158,10 +158,10 @@ def export_model(
     """
     if precision not in PRECISIONS:
         raise ExportError(f"invalid precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if is_reranker(model):  # a cross-encoder: its own build (rerank.py), same staging and publishing
+    if model is not None and is_reranker(model):  # a cross-encoder: its own build (rerank.py)
         if pooling is not None:
             raise ExportError(f"--pooling does not apply to {model}: it is a reranker (sequence classifier)")
-        reranker = resolve_reranker(model, max_seq_length=max_seq_length)  # type: ignore[arg-type]
+        reranker = resolve_reranker(model, max_seq_length=max_seq_length)
         source, build = reranker.encoder, partial(build_reranker, reranker)
     else:
         source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)

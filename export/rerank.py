@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from .rerank_source import RerankSource
 
 if TYPE_CHECKING:
     import onnx
+    from tokenizers import Tokenizer
 
     from .pipeline import _Steps
 
@@ -82,6 +84,8 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
     with steps.step("validate", f"{precision} vs CrossEncoder:") as extra:
         if report is None:
             provider, method = validation_provider(precision)
+            if method is not None:  # worded for embedders, whose reference is PyTorch
+                method = method.replace("PyTorch fp32", "sentence-transformers CrossEncoder fp32")
             report = grade(final_path, provider, method)
         extra.append(
             f"max score diff {report.max_abs_score_diff:.2e}, max logit diff {report.max_abs_logit_diff:.2e}, "
@@ -102,19 +106,20 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
     return manifest
 
 
-def _pick_int8(fp32_path: Path, work: Path, tokenizer: object, source: RerankSource, grade: object,
-               steps: _Steps) -> tuple[Path, RerankParityReport, QuantizationReport]:
+def _pick_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, source: RerankSource,
+               grade: Callable[[Path], RerankParityReport], steps: _Steps,
+               ) -> tuple[Path, RerankParityReport, QuantizationReport]:
     """Try precision.INT8_RECIPES, most aggressive first; the first that passes wins, else the closest."""
     from . import precision as prec
     from .rerank_parity import calibration_feeds
 
-    feeds = calibration_feeds(tokenizer, source.token_types)  # type: ignore[arg-type]
+    feeds = calibration_feeds(tokenizer, source.token_types)
     attempts: list[dict[str, object]] = []
     best = None
     for index, recipe in enumerate(prec.INT8_RECIPES):
         path = work / f"model.int8.{index}.onnx"
         count, excluded = prec.quantize_int8(fp32_path, path, recipe, feeds)
-        report = grade(path)  # type: ignore[operator]
+        report = grade(path)
         attempts.append({"recipe": recipe.name, "max_abs_score_diff": report.max_abs_score_diff,
                          "rankings_changed": report.rankings_changed, "passed": report.passed})
         steps.note(f"int8 recipe {recipe.name}: max score diff {report.max_abs_score_diff:.4f}, "

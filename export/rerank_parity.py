@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ExportError
+from .errors import ExportError, QualityGateError
 from .rerank_manifest import RerankParityReport
 from .rerank_source import RerankSource
 
@@ -183,7 +183,7 @@ def check_tokenization(crossencoder: Any, tokenizer: Tokenizer, pairs: Sequence[
         expected_ids = features["input_ids"][0].tolist()
         enc = tokenizer.encode(query, doc)
         if enc.ids != expected_ids:
-            raise ExportError(
+            raise QualityGateError(
                 f"the artifact's tokenizer encodes the pair ({query[:30]!r}, {doc[:30]!r}) as "
                 f"{len(enc.ids)} ids that differ from CrossEncoder's {len(expected_ids)}; "
                 "its post-processor or truncation does not match"
@@ -192,7 +192,7 @@ def check_tokenization(crossencoder: Any, tokenizer: Tokenizer, pairs: Sequence[
             expected = features.get("token_type_ids")
             expected_types = expected[0].tolist() if expected is not None else [0] * len(expected_ids)
             if enc.type_ids != expected_types:
-                raise ExportError(
+                raise QualityGateError(
                     f"the artifact's tokenizer gives the pair ({query[:30]!r}, {doc[:30]!r}) token "
                     "types that differ from those CrossEncoder feeds the model"
                 )

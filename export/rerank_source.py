@@ -156,7 +156,7 @@ def _num_labels(config: dict[str, Any], config_file: Path) -> tuple[int, list[st
     return value, [f"LABEL_{i}" for i in range(value)]
 
 
-def _crossencoder_max_length(model_dir: Path, config: dict[str, Any], positions: int) -> int:
+def _crossencoder_max_length(model_dir: Path, positions: int) -> int:
     bert_file = model_dir / "sentence_bert_config.json"
     if bert_file.is_file():
         value = _read_json(bert_file).get("max_seq_length")
@@ -207,7 +207,7 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         type_vocab_size = int(config.get("type_vocab_size", 2 if model_type == "bert" else 1))
     except (KeyError, TypeError, ValueError) as err:
         raise ExportError(f"{config_file} lacks a valid {err} entry") from err
-    ce_max_length = _crossencoder_max_length(model_dir, config, positions)
+    ce_max_length = _crossencoder_max_length(model_dir, positions)
     if max_seq_length is not None:
         if not 0 < max_seq_length <= usable:
             raise ExportError(

@@ -129,6 +129,7 @@ def test_bert_tokenizer_encodes_pairs_like_crossencoder(bert_crossencoder: Path,
         assert enc.type_ids == features["token_type_ids"][0].tolist()
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")  # CrossEncoder reloads Softmax()
 @pytest.mark.parametrize(("model_type", "num_labels", "activation"), [
     ("xlm-roberta", 3, None),  # plain Hugging Face folder: several labels, no activation (identity)
     ("roberta", 2, "softmax"),  # CrossEncoder folder saved with a softmax activation
@@ -161,7 +162,7 @@ def test_roberta_family_scores_match_crossencoder(tmp_path: Path, model_type: st
 def test_int8_refused_when_rankings_change(tmp_path: Path) -> None:
     # At BERT's usual init (std 0.02) a random classifier's scores lie within ~1e-4 of each other,
     # so int8 noise reorders documents even though every score stays within 0.02.
-    model_dir = make_random_cross_encoder(tmp_path / "flat", model_type="bert", init_range=0.02, **TINY)
+    model_dir = make_random_cross_encoder(tmp_path / "flat", model_type="bert", **TINY)
     with pytest.raises(QualityGateError, match="document order changed") as failure:
         export_model(model_dir, tmp_path / "out", precision="int8")
     assert "\n" not in str(failure.value)
@@ -178,6 +179,16 @@ def test_int8_accepted_when_rankings_hold(tmp_path: Path) -> None:
     assert manifest.parity.thresholds == {"max_abs_score_diff": 0.02, "rankings_changed": 0}
     assert manifest.quantization.quantized_nodes > 0
     np.testing.assert_allclose(_score(tmp_path / "out", PAIRS), _predict(model_dir, PAIRS), atol=0.05, rtol=0)
+
+
+def test_fp16(tmp_path: Path) -> None:
+    # Wide weights spread the scores so that fp16 on a CUDA device keeps the rankings too.
+    model_dir = make_random_cross_encoder(tmp_path / "m", model_type="bert", init_range=0.4, **TINY)
+    manifest = export_model(model_dir, tmp_path / "out", precision="fp16")
+    assert manifest.precision == "fp16" and manifest.parity.passed
+    assert manifest.parity.thresholds == {"max_abs_score_diff": 0.01, "rankings_changed": 0}
+    assert "CrossEncoder" in manifest.parity.method and "PyTorch" not in manifest.parity.method
+    np.testing.assert_allclose(_score(tmp_path / "out", PAIRS), _predict(model_dir, PAIRS), atol=0.01, rtol=0)
 
 
 def test_num_labels_missing_from_a_one_label_config(tmp_path: Path, capsys) -> None:
