@@ -44,13 +44,13 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
     from . import fusion, rerank_graph, rerank_parity
     from . import precision as prec
     from .parity import validation_provider
-    from .tokenizer import build_tokenizer
 
     work = staging / ".work"
     work.mkdir()
     with steps.step("load", describe(source)):
-        tokenizer = build_tokenizer(source.encoder)
         module = rerank_graph.wrap(rerank_graph.load_classifier(source), source)
+        crossencoder = rerank_parity.load_crossencoder(source)  # the reference, and the tokenizer's source
+        tokenizer = rerank_parity.crossencoder_tokenizer(crossencoder, source)
     with steps.step("export", f"torch.onnx.export (TorchScript, opset {rerank_graph.OPSET})"):
         raw_path = work / "raw.onnx"
         rerank_graph.export_onnx(module, source, raw_path)
@@ -62,7 +62,6 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
         optimized.save_model_to_file(str(fp32_path))
     pairs = len(rerank_parity.validation_pairs())
     with steps.step("reference", f"CrossEncoder.predict on {pairs} validation pairs, tokenizer checked"):
-        crossencoder = rerank_parity.load_crossencoder(source)
         reference = rerank_parity.build_reference(crossencoder, tokenizer, source)
         del crossencoder
 

@@ -175,6 +175,29 @@ def load_crossencoder(source: RerankSource) -> Any:
     return model.eval()
 
 
+def crossencoder_tokenizer(crossencoder: Any, source: RerankSource) -> Tokenizer:
+    """CrossEncoder's own fast tokenizer, truncating at ``max_seq_length``, never padding.
+
+    Taken from the loaded CrossEncoder rather than re-read from the folder, so that whatever
+    sentence-transformers and transformers add when they load it (a lowercasing normalizer from
+    ``do_lower_case``, a post-processor rebuilt from tokenizer_config.json) is in the artifact too.
+    """
+    from tokenizers import Tokenizer
+
+    backend = getattr(getattr(crossencoder, "tokenizer", None), "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"CrossEncoder loads no fast tokenizer for {source.path}; the artifact needs one")
+    tokenizer = Tokenizer.from_str(backend.to_str())
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > source.encoder.vocab_size:
+        raise ExportError(
+            f"the tokenizer of {source.path} has {size} tokens but the model embeds only {source.encoder.vocab_size}"
+        )
+    tokenizer.no_padding()  # the runtime pads each batch to its longest row
+    tokenizer.enable_truncation(max_length=source.encoder.max_seq_length)  # longest_first, right
+    return tokenizer
+
+
 def check_tokenization(crossencoder: Any, tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]],
                        token_types: bool) -> str:
     """Raise unless ``tokenizer`` encodes each pair as CrossEncoder does; returns how it checked."""

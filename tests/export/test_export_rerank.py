@@ -129,6 +129,29 @@ def test_bert_tokenizer_encodes_pairs_like_crossencoder(bert_crossencoder: Path,
         assert enc.type_ids == features["token_type_ids"][0].tolist()
 
 
+def test_tokenizer_is_crossencoders_own(tmp_path: Path) -> None:
+    """sentence_bert_config.json's do_lower_case lowercases in CrossEncoder, not in tokenizer.json: the artifact too."""
+    plain = make_random_cross_encoder(tmp_path / "plain", model_type="bert", **TINY)
+    raw = json.loads((plain / "tokenizer.json").read_text(encoding="utf-8"))
+    raw["normalizer"]["lowercase"] = False
+    (plain / "tokenizer.json").write_text(json.dumps(raw), encoding="utf-8")
+    config = json.loads((plain / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (plain / "tokenizer_config.json").write_text(json.dumps(config | {"do_lower_case": False}), encoding="utf-8")
+    model_dir = tmp_path / "ce"
+    st.CrossEncoder(str(plain), device="cpu").save(str(model_dir))
+    bert_config = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    (model_dir / "sentence_bert_config.json").write_text(json.dumps(bert_config | {"do_lower_case": True}),
+                                                         encoding="utf-8")
+    export_model(model_dir, tmp_path / "out")
+    from tokenizers import Tokenizer
+
+    pair = ("WHICH Animals", "Polar BEARS live in the Arctic")
+    enc = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json")).encode(*pair)
+    assert enc.tokens[:3] == ["[CLS]", "which", "animals"]
+    assert enc.ids == st.CrossEncoder(str(model_dir), device="cpu").preprocess([pair])["input_ids"][0].tolist()
+    np.testing.assert_allclose(_score(tmp_path / "out", PAIRS), _predict(model_dir, PAIRS), atol=1e-4, rtol=0)
+
+
 @pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")  # CrossEncoder reloads Softmax()
 @pytest.mark.parametrize(("model_type", "num_labels", "activation"), [
     ("xlm-roberta", 3, None),  # plain Hugging Face folder: several labels, no activation (identity)
