@@ -32,7 +32,7 @@ from .manifest import (
 )
 from .rerank import build_reranker
 from .rerank_manifest import RerankManifest
-from .rerank_source import is_reranker, resolve_reranker
+from .rerank_source import RerankSource, is_reranker, resolve_reranker
 from .source import ModelSource, resolve_source
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _tool_versions() -> ToolVersions:
     )
 
 
-def _prepare_out(out: Path, source: ModelSource, force: bool) -> tuple[Path, list[Path]]:
+def _prepare_out(out: Path, source: ModelSource | RerankSource, force: bool) -> tuple[Path, list[Path]]:
     """Check ``out`` and create the staging dir next to it; returns (staging, parents created)."""
     if out.exists() or out.is_symlink():
         if not force:
@@ -161,8 +161,8 @@ def export_model(
     if model is not None and is_reranker(model):  # a cross-encoder: its own build (rerank.py)
         if pooling is not None:
             raise ExportError(f"--pooling does not apply to {model}: it is a reranker (sequence classifier)")
-        reranker = resolve_reranker(model, max_seq_length=max_seq_length)
-        source, build = reranker.encoder, partial(build_reranker, reranker)
+        source: ModelSource | RerankSource = resolve_reranker(model, max_seq_length=max_seq_length)
+        build = partial(build_reranker, source)
     else:
         source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)
         build = partial(_build, source)

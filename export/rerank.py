@@ -21,6 +21,7 @@ from .rerank_source import RerankSource
 
 if TYPE_CHECKING:
     import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
     from tokenizers import Tokenizer
 
     from .pipeline import _Steps
@@ -28,11 +29,10 @@ if TYPE_CHECKING:
 
 def describe(source: RerankSource) -> str:
     """One line for the load step."""
-    enc = source.encoder
     return (
-        f"{enc.name} ({source.architecture}, {enc.num_layers} layers, hidden {enc.hidden_size}, "
+        f"{source.name} ({source.architecture}, {source.num_layers} layers, hidden {source.hidden_size}, "
         f"{source.num_labels} label{'s' if source.num_labels > 1 else ''}, {source.activation}, "
-        f"max_seq_length {enc.max_seq_length})"
+        f"max_seq_length {source.max_seq_length})"
     )
 
 
@@ -55,7 +55,7 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
         raw_path = work / "raw.onnx"
         rerank_graph.export_onnx(module, source, raw_path)
     with steps.step("fuse", "onnxruntime transformer optimizer:") as extra:
-        optimized = fusion.fuse(onnx.load(str(raw_path)), source.encoder)
+        optimized = _fuse(onnx.load(str(raw_path)), source)
         rerank_graph.declare_output_shape(optimized.model, source.num_labels)
         extra.append(", ".join(f"{op}={n}" for op, n in fusion.fused_operator_counts(optimized.model).items()))
         fp32_path = work / "model.fp32.onnx"
@@ -91,7 +91,7 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
             f"{report.rankings_changed} rankings changed on {report.provider}"
         )
         final = onnx.load(str(final_path))
-        fusion.check_fusion(final, source.encoder.num_layers)
+        fusion.check_fusion(final, source.num_layers)
         if not report.passed:
             raise QualityGateError(rerank_parity.describe_failure(report, precision))
 
@@ -103,6 +103,29 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
         manifest = _manifest(source, final, precision, report, quant, model_path)
         manifest.write(staging)
     return manifest
+
+
+def _fuse(model: onnx.ModelProto, source: RerankSource) -> OnnxModel:
+    """ORT's bert optimizer with the options fusion.fuse uses for embedders; one attention per layer or fail.
+
+    Called directly rather than through fusion.fuse, whose source type is the embedder's.
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from .fusion import check_fusion
+
+    options = FusionOptions("bert")
+    options.use_raw_attention_mask(False)  # per-row lengths (mask_index): right padding, as for embedders
+    options.enable_skip_layer_norm = False  # left to the session, as for embedders (fusion.py)
+    try:
+        optimized = optimize_model(model, model_type="bert", num_heads=source.num_heads,
+                                   hidden_size=source.hidden_size, optimization_options=options, opt_level=0,
+                                   use_gpu=False)
+    except Exception as err:
+        raise ExportError(f"ONNX Runtime's transformer optimizer failed: {err}") from err
+    check_fusion(optimized.model, source.num_layers)
+    return optimized
 
 
 def _pick_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, source: RerankSource,
@@ -141,15 +164,15 @@ def _manifest(source: RerankSource, final: onnx.ModelProto, precision: str, repo
     from .fusion import fused_operator_counts
     from .pipeline import _sha256, _tool_versions
 
-    enc = source.encoder
     initializers = {init.name for init in final.graph.initializer}
     return RerankManifest(
-        source=enc.name,
-        architecture=Architecture(model_type=enc.model_type, num_layers=enc.num_layers, num_heads=enc.num_heads,
-                                  hidden_size=enc.hidden_size, vocab_size=enc.vocab_size),
+        source=source.name,
+        architecture=Architecture(model_type=source.model_type, num_layers=source.num_layers,
+                                  num_heads=source.num_heads, hidden_size=source.hidden_size,
+                                  vocab_size=source.vocab_size),
         classifier=source.architecture,
-        hidden_size=enc.hidden_size,
-        max_seq_length=enc.max_seq_length,
+        hidden_size=source.hidden_size,
+        max_seq_length=source.max_seq_length,
         num_labels=source.num_labels,
         labels=source.labels,
         activation=source.activation,  # type: ignore[arg-type]

@@ -160,7 +160,7 @@ def load_crossencoder(source: RerankSource) -> Any:
     from .graph import _quiet_transformers
 
     # Only a cap or an override changes CrossEncoder's own truncation length.
-    override = source.encoder.max_seq_length
+    override = source.max_seq_length
     kwargs = {} if override == source.crossencoder_max_length else {"max_length": override}
     try:
         with _quiet_transformers():
@@ -189,12 +189,12 @@ def crossencoder_tokenizer(crossencoder: Any, source: RerankSource) -> Tokenizer
         raise ExportError(f"CrossEncoder loads no fast tokenizer for {source.path}; the artifact needs one")
     tokenizer = Tokenizer.from_str(backend.to_str())
     size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if size > source.encoder.vocab_size:
+    if size > source.vocab_size:
         raise ExportError(
-            f"the tokenizer of {source.path} has {size} tokens but the model embeds only {source.encoder.vocab_size}"
+            f"the tokenizer of {source.path} has {size} tokens but the model embeds only {source.vocab_size}"
         )
     tokenizer.no_padding()  # the runtime pads each batch to its longest row
-    tokenizer.enable_truncation(max_length=source.encoder.max_seq_length)  # longest_first, right
+    tokenizer.enable_truncation(max_length=source.max_seq_length)  # longest_first, right
     return tokenizer
 
 

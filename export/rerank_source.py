@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportError
-from .source import ModelSource
 
 # model_type values whose classifier graph is exported and fused (BERT's pooler
 # head, RoBERTa's classification head); other encoders come with their own checks.
@@ -47,7 +46,15 @@ ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax
 class RerankSource:
     """A cross-encoder directory, validated: the encoder's shape plus the classifier's."""
 
-    encoder: ModelSource  # shape, path and truncation length; pooling is the classifier's own
+    path: Path  # the transformers folder (config.json, weights, tokenizer)
+    name: str  # what goes in manifest.source: the directory, absolute
+    model_type: str
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int  # usable positions (RoBERTa's padding offset removed)
+    max_seq_length: int  # pair truncation length
     architecture: str  # e.g. BertForSequenceClassification
     num_labels: int
     labels: list[str]  # id2label, in label order
@@ -55,14 +62,6 @@ class RerankSource:
     activation_fn: str  # the torch class path CrossEncoder resolves, e.g. torch.nn.modules.activation.Sigmoid
     token_types: bool  # the model embeds token types (query 0, document 1)
     crossencoder_max_length: int  # what CrossEncoder truncates at by itself, before any cap or override
-
-    @property
-    def path(self) -> Path:
-        return self.encoder.path
-
-    @property
-    def name(self) -> str:
-        return self.encoder.name
 
 
 def _read_json(path: Path) -> Any:
@@ -220,17 +219,11 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         max_len = min(ce_max_length, usable)
     activation, activation_fn = _activation(model_dir, config, num_labels)
     return RerankSource(
-        encoder=ModelSource(
-            path=model_dir.resolve(),
-            name=str(model_dir.resolve()),
-            model_type=model_type,
-            max_position_embeddings=usable,
-            pooling="cls",  # the classifier head reads the first token
-            normalize=False,
-            max_seq_length=max_len,
-            is_sentence_transformer=(model_dir / "modules.json").is_file(),
-            **encoder,
-        ),
+        path=model_dir.resolve(),
+        name=str(model_dir.resolve()),
+        model_type=model_type,
+        max_position_embeddings=usable,
+        max_seq_length=max_len,
         architecture=classifier,
         num_labels=num_labels,
         labels=labels,
@@ -238,4 +231,5 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         activation_fn=activation_fn,
         token_types=type_vocab_size > 1,
         crossencoder_max_length=ce_max_length,
+        **encoder,
     )

@@ -46,7 +46,7 @@ def test_one_label_defaults(tmp_path: Path) -> None:
     assert (source.num_labels, source.labels, source.activation, source.activation_fn) == (
         1, ["LABEL_0"], "sigmoid", SIGMOID)
     assert source.token_types and source.architecture == "BertForSequenceClassification"
-    assert source.encoder.max_seq_length == 512  # no tokenizer limit: the position embeddings
+    assert source.max_seq_length == 512  # no tokenizer limit: the position embeddings
 
 
 def test_several_labels_default_to_identity(tmp_path: Path) -> None:
@@ -78,18 +78,18 @@ def test_activation_read_as_crossencoder_does(tmp_path: Path, files: dict, confi
 def test_truncation_length(tmp_path: Path) -> None:
     capped = _classifier_dir(tmp_path / "capped", {"tokenizer_config.json": {"model_max_length": 10**30}},
                              max_position_embeddings=128)
-    assert resolve_reranker(capped).encoder.max_seq_length == 128
+    assert resolve_reranker(capped).max_seq_length == 128
     tok = _classifier_dir(tmp_path / "tok", {"tokenizer_config.json": {"model_max_length": 256}})
-    assert resolve_reranker(tok).encoder.max_seq_length == 256
+    assert resolve_reranker(tok).max_seq_length == 256
     st = _classifier_dir(tmp_path / "st", {"tokenizer_config.json": {"model_max_length": 256},
                                            "sentence_bert_config.json": {"max_seq_length": 100}})
-    assert resolve_reranker(st).encoder.max_seq_length == 100
-    assert resolve_reranker(st, max_seq_length=300).encoder.max_seq_length == 300
+    assert resolve_reranker(st).max_seq_length == 100
+    assert resolve_reranker(st, max_seq_length=300).max_seq_length == 300
     # RoBERTa: CrossEncoder would allow all 514 positions; two are unusable (padding offset).
     roberta = _classifier_dir(tmp_path / "roberta", model_type="roberta", architectures=[
         "RobertaForSequenceClassification"], max_position_embeddings=514, pad_token_id=1)
     source = resolve_reranker(roberta)
-    assert (source.encoder.max_seq_length, source.crossencoder_max_length, source.token_types) == (512, 514, False)
+    assert (source.max_seq_length, source.crossencoder_max_length, source.token_types) == (512, 514, False)
     with pytest.raises(ExportError, match="between 1 and the model's 512"):
         resolve_reranker(roberta, max_seq_length=513)
 
