@@ -20,9 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Export a BERT-family sentence encoder to a directory holding model.onnx (fused "
             "attention, pooling in the graph), tokenizer.json and manifest.json, after checking "
-            "it against PyTorch. A cross-encoder (sentence-transformers CrossEncoder or "
-            "*ForSequenceClassification) becomes a rerank artifact, checked against CrossEncoder.predict. "
-            "See docs/artifact.md."
+            "it against PyTorch. See docs/artifact.md."
         ),
     )
     parser.add_argument(
