@@ -165,12 +165,11 @@ def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
     pids = ready_pids(server)
     try:
         os.kill(pids[0], signal.SIGSTOP)
-        with server.client(timeout=10) as client:
-            started = time.monotonic()
+        with server.client(timeout=60) as client:
             with pytest.raises(ServerTimeout) as info:
                 client.encode(["nobody will run this"])
-            assert info.value.code.value == "timeout"  # the server's answer, not the client giving up
-            assert time.monotonic() - started < 5
+        # The server's answer, not the client giving up (its 60 s would say "no reply from ...").
+        assert info.value.code.value == "timeout" and "the server's 1s request timeout" in info.value.message
     finally:
         os.kill(pids[0], signal.SIGCONT)
         assert server.stop() == 0, server.log()
@@ -262,20 +261,22 @@ def _alive(pid: int) -> bool:
 
 
 def test_flood_past_max_queue_gets_prompt_busy_and_nothing_is_lost(default_artifact, tmp_path):
-    server = start_server(default_artifact, tmp_path, "--max-queue", "64")
+    server = start_server(default_artifact, tmp_path, "--max-queue", "64", "--workers", "1",
+                          "--batch-timeout-s", "600")
+    (worker,) = ready_pids(server)
     try:
+        os.kill(worker, signal.SIGSTOP)  # nothing finishes: a busy answer cannot have waited for room
         with raw_socket(server.endpoint, timeout_ms=60_000) as sock:
             texts = [f"flood text {i} " + "word " * 30 for i in range(16)]
-            started = time.monotonic()
             for i in range(60):  # 960 texts at once against a queue of 64
                 sock.send_multipart(encode_request(f"flood-{i}", texts, EncodeOptions()))
-            busy_after: list[float] = []
-            for _ in range(60):  # every request is answered: a vector or busy, none lost
-                reply = decode_reply(sock.recv_multipart())
-                if not reply.ok:
-                    assert reply.error["code"] == "busy", reply.error
-                    busy_after.append(time.monotonic() - started)
-        assert busy_after and len(busy_after) < 60  # some ran, the rest were refused...
-        assert max(busy_after) < 2.0  # ...at once, not after waiting in line
+            # The queue takes four requests; the other 56 are refused at once, while the worker is still frozen.
+            refused = [decode_reply(sock.recv_multipart()) for _ in range(56)]
+            assert all(not r.ok and r.error["code"] == "busy" for r in refused), refused[0]
+            os.kill(worker, signal.SIGCONT)
+            served = [decode_reply(sock.recv_multipart()) for _ in range(4)]  # none lost
+        assert all(r.ok and r.arrays[0].shape == (16, 384) for r in served)
+        assert {r.id for r in refused + served} == {f"flood-{i}" for i in range(60)}
     finally:
+        os.kill(worker, signal.SIGCONT)
         assert server.stop() == 0, server.log()
