@@ -113,10 +113,10 @@ def test_frozen_worker_holding_two_batches_loses_neither(default_artifact, tmp_p
         threads = [threading.Thread(target=send, args=(name, [text])) for name, text in (("a", short), ("b", long_))]
         for thread in threads:
             thread.start()
-        with server.client(timeout=5) as client:
-            wait_for(lambda: any(w["batches"] == 2 for w in client.status()["workers"]), timeout=5, interval=0.02)
         for thread in threads:
             thread.join(60)
+        # The broker's own account of the worker it replaced (read after the fact, not raced for in status).
+        assert "oldest of its 2 batches" in server.log(), server.log()
         np.testing.assert_allclose(results["a"][0], expected[0], atol=1e-5)
         np.testing.assert_allclose(results["b"][0], expected[1], atol=1e-5)
         pids = wait_for(lambda: (p := ready_pids(server)) and before not in p and p, timeout=20)
@@ -243,7 +243,7 @@ def test_random_message_storm_then_correct_vectors(server):
 def test_oversized_message_is_dropped_and_the_server_serves_on(default_artifact, tmp_path):
     server = start_server(default_artifact, tmp_path, "--max-message-bytes", "4096")
     try:
-        with pytest.raises(ServerTimeout):
+        with pytest.raises(ServerTimeout):  # dropped, so never answered: only the client's timeout ends the wait
             with server.client(timeout=1.5) as client:
                 client.encode(["x" * 10_000])
         with server.client() as client:
@@ -278,5 +278,6 @@ def test_flood_past_max_queue_gets_prompt_busy_and_nothing_is_lost(default_artif
         assert all(r.ok and r.arrays[0].shape == (16, 384) for r in served)
         assert {r.id for r in refused + served} == {f"flood-{i}" for i in range(60)}
     finally:
-        os.kill(worker, signal.SIGCONT)
+        if _alive(worker):
+            os.kill(worker, signal.SIGCONT)
         assert server.stop() == 0, server.log()
