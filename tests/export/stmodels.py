@@ -108,7 +108,6 @@ def load_st(folder: Path) -> Any:
 
 def run_artifact(artifact: Path, texts: Sequence[str], prompt: str = "") -> dict[str, Any]:
     """Run ``artifact`` as a server would: ``prompt + text`` tokenized, right-padded, prompt_length fed."""
-    import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
 

@@ -446,9 +446,9 @@ class InProcessAdapter:
         from zeroembed.server.frontends.bert import BertAdapter
 
         self.port, port_out = free_port(), free_port()
-        settings = load_settings(device="cpu", bert_port=self.port, bert_port_out=port_out, metrics_port=0)
         self.metrics = Metrics()
-        self.adapter = BertAdapter(settings, internal_endpoint, self.metrics, **bounds)
+        self.adapter = BertAdapter(internal_endpoint, self.metrics, bind="127.0.0.1", port=self.port,
+                                   port_out=port_out, max_message_bytes=2**20, request_timeout_s=120.0, **bounds)
         self.context = zmq.Context()
         self.push = self.context.socket(zmq.PUSH)
         self.sub = self.context.socket(zmq.SUB)
@@ -511,9 +511,8 @@ def test_a_full_queue_to_the_broker_answers_busy(tmp_path):
 
 def test_backstop_answers_timeout_when_the_broker_never_does(tmp_path):
     broker = StandInBroker(tmp_path)  # takes the request and never answers
-    side = InProcessAdapter(broker.endpoint)
-    # The backstop is the server's request timeout + 30 s; shortened here, as the test's only way to reach it.
-    side.adapter._pending_timeout_s = 0.5
+    # The backstop is the server's request timeout + 30 s by default; shortened here to reach it.
+    side = InProcessAdapter(broker.endpoint, pending_timeout_s=0.5)
     side.adapter.start()
     try:
         side.send(7)
