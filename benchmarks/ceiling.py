@@ -69,7 +69,7 @@ def ort_matmul_gflops(arch: Arch, threads: int, rows: int = 1024, seconds: float
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        from zeroembed.server.runtime import providers, session_options
+        from zeroembed.server.workers.runtime import providers, session_options
     except ImportError:
         return None
     rng = np.random.default_rng(0)

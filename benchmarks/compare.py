@@ -16,8 +16,8 @@ then too) with a bigger corpus and batches; the targets are set for fp32 on a CP
 One short text's round trip through the server is timed in blocks alternating
 with the same text in process, each block (and each round below) starting once
 the previous one's threads are idle: an in-process session's pool goes on
-spinning after its last call (ONNX Runtime's for ~50 ms), on a core the server
-needs. Then (e) the headline rows again — ORT and sentence-transformers at their best
+spinning after its last call (ONNX Runtime's longer than PyTorch's), on a core
+the server needs. Then (e) the headline rows again — ORT and sentence-transformers at their best
 batch size, the server at 8 clients — in interleaved rounds, and the targets,
 each PASS or FAIL, on the rounds' medians. On a shared or throttled machine the
 speed of the cores drifts over tens of seconds; rows measured minutes apart
@@ -43,10 +43,10 @@ from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengt
 from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed, wait_until_idle
 from .load import LoadConfig, SizeDist, run_load
 from .report import cores, environment, fmt, table, write_json
-from .serverproc import ServerProcess
+from zeroembed.server.launch import ServerProcess
 
-# The same batch sizes for both in-process rows: each is held to its own best. Five rounds: on a
-# shared VM one row's rounds swing by ±15 % within a run, and a median of three still followed them.
+# The same batch sizes for both in-process rows: each is held to its own best. Five rounds: where the
+# cores' speed drifts, one row's rounds swing within a run, and a median of three can follow the swing.
 FULL = {"texts": 400, "st_batches": (4, 8, 16, 32, 64), "ort_batches": (4, 8, 16, 32, 64),
         "concurrency": (1, 8, 32), "rounds": 5, "latency_iters": 200, "ceiling_s": 1.5}
 # On a GPU a 400-text corpus takes a fraction of a second: more texts, bigger batches, more clients.

@@ -1,6 +1,6 @@
 """What one hop between two processes costs: ZeroMQ ipc against a Unix socket pair.
 
-The broker ↔ worker link (server/channel.py) is a plain Unix socket because of
+The broker ↔ worker link (server/workers/channel.py) is a plain Unix socket because of
 this measurement: ping-pong with a pause between messages, so that each message
 finds the other side asleep, as a request finds the server between model runs.
 

@@ -21,7 +21,7 @@ class OrtEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from zeroembed.server.runtime import providers, session_options
+        from zeroembed.server.workers.runtime import providers, session_options
 
         artifact = Path(artifact)
         manifest = json.loads((artifact / "manifest.json").read_text())
@@ -84,9 +84,9 @@ def wait_until_idle(quiet_s: float = 0.02, limit_s: float = 2.0, step_s: float =
     """Sleep until this process has used next to no CPU for ``quiet_s``; the seconds it took (≤ ``limit_s``).
 
     After its last call an in-process session's thread pool goes on spinning (ONNX
-    Runtime's for 40–70 ms on this CPU, PyTorch's for about 10 ms), holding a core
-    that whatever is timed next needs: the server's first calls after an in-process
-    block took 8–11 ms instead of 5 (benchmarks/RESULTS.md).
+    Runtime's for tens of milliseconds, PyTorch's for less), holding a core that
+    whatever is timed next needs: without this wait, the server's first calls after
+    an in-process block would time that spinning too (docs/decisions.md).
     """
     started = time.monotonic()
     quiet_since = started

@@ -19,8 +19,8 @@ _COMMANDS: dict[str, str] = {
     "export": "zeroembed.export.cli",
     "serve": "zeroembed.server.cli",
     "bench": "zeroembed.benchmarks.cli",
-    "keys": "zeroembed.server.curve",
-    "status": "zeroembed.client.status_cli",
+    "keys": "zeroembed.client.keys",
+    "status": "zeroembed.client.status",
 }
 
 

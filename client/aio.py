@@ -12,13 +12,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .codec import (
+from .calls import (
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
-    Replicas,
     assemble,
-    attempt_timeout,
     build_chunks,
     check_chunk_size,
     check_endpoints,
@@ -34,7 +32,8 @@ from .codec import (
     take_reply,
     timeout_error,
 )
-from .curve import load_client_keys
+from .keys import load_client_keys
+from .replicas import Replicas, attempt_timeout
 from .errors import ServerError, ZeroEmbedError
 from .protocol import Reply, status_request
 
@@ -77,15 +76,10 @@ class AsyncClient:
     async def encode(
         self,
         texts: Sequence[str] | Sequence[Sequence[str]],
-        *,
-        output: str = "sentence",
-        normalize: bool | None = None,
-        truncate: bool = True,
-        show_tokens: bool = False,
-        is_tokenized: bool = False,
+        **options: Any,
     ) -> EncodeResult:
         """Embed ``texts``; arguments and result as in :meth:`Client.encode`."""
-        options = check_options(output, normalize, truncate, show_tokens, is_tokenized)
+        options = check_options(options)
         texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, await self._call(chunks), options)

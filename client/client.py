@@ -11,13 +11,11 @@ from typing import Any
 
 import zmq
 
-from .codec import (
+from .calls import (
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
-    Replicas,
     assemble,
-    attempt_timeout,
     build_chunks,
     check_chunk_size,
     check_endpoints,
@@ -33,7 +31,8 @@ from .codec import (
     take_reply,
     timeout_error,
 )
-from .curve import load_client_keys
+from .keys import load_client_keys
+from .replicas import Replicas, attempt_timeout
 from .protocol import Reply, status_request
 
 
@@ -84,14 +83,10 @@ class Client:
     def encode(
         self,
         texts: Sequence[str] | Sequence[Sequence[str]],
-        *,
-        output: str = "sentence",
-        normalize: bool | None = None,
-        truncate: bool = True,
-        show_tokens: bool = False,
-        is_tokenized: bool = False,
+        **options: Any,
     ) -> EncodeResult:
-        """Embed ``texts``.
+        """Embed ``texts``. ``options`` are the fields of :class:`~zeroembed.client.protocol.EncodeOptions`,
+        by keyword (``output``, ``normalize``, ``truncate``, ``show_tokens``, ``is_tokenized``).
 
         Returns a float32 array of shape (len(texts), dim) for ``output="sentence"``,
         or for ``output="tokens"`` a list with one (tokens, dim) array per text.
@@ -101,7 +96,7 @@ class Client:
         ``is_tokenized=True`` takes each text as a list of words, split into word
         pieces but never re-split. Wrong input raises :class:`InvalidRequest` before anything is sent.
         """
-        options = check_options(output, normalize, truncate, show_tokens, is_tokenized)
+        options = check_options(options)
         texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, self._call(chunks), options)

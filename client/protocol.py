@@ -21,11 +21,13 @@ evaluated: JSON and raw numeric buffers only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 import numpy as np
@@ -85,13 +87,89 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EncodeOptions:
-    """Options of an ``encode`` request, as the client sets them."""
+    """Options of an ``encode`` request: the one declaration of their names, types and defaults.
+
+    The client's checks (:meth:`checked`), the request header (:meth:`header`) and the
+    server's validation all derive from these fields. A field whose metadata says
+    ``additive`` goes into the header only when it differs from its default, so a
+    server that predates it never sees it set.
+    """
 
     output: Output = Output.SENTENCE
     normalize: bool | None = None  # None keeps the model's own choice
     truncate: bool = True
     show_tokens: bool = False
-    is_tokenized: bool = False  # texts are lists of words, taken as given
+    is_tokenized: bool = field(default=False, metadata={"additive": True})  # texts are word lists, taken as given
+    # One of the model's named prompts (its manifest's ``prompts``), or a literal prompt, prepended to each text.
+    prompt_name: str | None = field(default=None, metadata={"additive": True})
+    prompt: str | None = field(default=None, metadata={"additive": True})
+    # Matryoshka: keep the first ``dimensions`` of each vector (re-normalized when the vectors are normalized).
+    dimensions: int | None = field(default=None, metadata={"additive": True, "ge": 1})
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any]) -> EncodeOptions:
+        """Options from ``values`` (absent ones take their defaults), each checked strictly
+        (``1`` is no bool); ValueError names the first bad or unknown option."""
+        unknown = sorted(set(values) - _ENCODE_OPTION_NAMES)
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r}; the options are {sorted(_ENCODE_OPTION_NAMES)}")
+        return cls(**{name: option_value(name, value, *ENCODE_OPTION_TYPES[name]) for name, value in values.items()})
+
+    def header(self) -> dict[str, Any]:
+        """The options as request header fields."""
+        fields: dict[str, Any] = {}
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if option.metadata.get("additive") and value == option.default:
+                continue
+            fields[option.name] = value.value if isinstance(value, Enum) else value
+        return fields
+
+
+def _option_types(cls: type) -> dict[str, tuple[type, bool]]:
+    """Each option's base type and whether it may be None, read from the dataclass's annotations."""
+    hints = typing.get_type_hints(cls)
+    types = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint)
+        nullable = type(None) in args
+        base = next(a for a in args if a is not type(None)) if args else hint
+        types[name] = (base, nullable)
+    return types
+
+
+def option_bounds(name: str) -> dict[str, Any]:
+    """An encode option's numeric bounds (``ge``), from its declaration."""
+    return {k: v for k, v in _ENCODE_OPTION_FIELDS[name].metadata.items() if k in ("ge", "le")}
+
+
+#: Each encode option's base type and whether it may be None: what the server's validation derives from.
+ENCODE_OPTION_TYPES: dict[str, tuple[type, bool]] = _option_types(EncodeOptions)
+_ENCODE_OPTION_NAMES = frozenset(ENCODE_OPTION_TYPES)
+_ENCODE_OPTION_FIELDS = {f.name: f for f in dataclasses.fields(EncodeOptions)}
+
+
+def option_value(name: str, value: Any, kind: type, nullable: bool) -> Any:
+    """``value`` as option ``name`` of type ``kind``; ValueError naming the option when it does not fit."""
+    if value is None:
+        if nullable:
+            return None
+    elif issubclass(kind, Enum):
+        if isinstance(value, str) and value in kind._value2member_map_:
+            return kind(value)
+        raise ValueError(f"option {name!r} must be one of {sorted(m.value for m in kind)}, got {value!r}")
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if _is_int(value):
+            if value < option_bounds(name).get("ge", value):
+                raise ValueError(f"option {name!r} must be at least {option_bounds(name)['ge']}, got {value!r}")
+            return value
+    elif isinstance(value, kind):
+        return value
+    allowed = f"{kind.__name__} or None" if nullable else kind.__name__
+    raise ValueError(f"option {name!r} must be {allowed}, got {value!r}")
 
 
 @dataclass(slots=True)
@@ -137,17 +215,7 @@ class Reply:
 def encode_request(request_id: str, texts: Sequence[str] | Sequence[Sequence[str]],
                    options: EncodeOptions) -> list[bytes]:
     """Frames of an ``encode`` request."""
-    header = {
-        "v": PROTOCOL_VERSION,
-        "id": request_id,
-        "op": Op.ENCODE.value,
-        "output": Output(options.output).value,
-        "normalize": options.normalize,
-        "truncate": options.truncate,
-        "show_tokens": options.show_tokens,
-    }
-    if options.is_tokenized:  # additive: servers that predate it never see it set
-        header["is_tokenized"] = True
+    header = {"v": PROTOCOL_VERSION, "id": request_id, "op": Op.ENCODE.value, **options.header()}
     return [_dump(header), _dump(list(texts))]
 
 

@@ -16,6 +16,7 @@ from .source import DEFAULT_MODEL_NAME, default_model_dir
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+    from .rerank_manifest import RerankManifest
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -34,10 +35,13 @@ def export_model(
     precision: str = "fp32",
     pooling: str | None = None,
     max_seq_length: int | None = None,
+    allow_unfused: bool = False,
     force: bool = False,
     log: Callable[[str], None] | None = None,
-) -> Manifest:
+) -> Manifest | RerankManifest:
     """Export ``model`` (local HF dir, or ``None`` for all-MiniLM-L6-v2) into the artifact dir ``out``.
+
+    A cross-encoder (``*ForSequenceClassification``) becomes a rerank artifact (docs/artifact.md).
 
     Raises :class:`ExportError` (one-line message) on any user-facing failure,
     including a missing torch/transformers install; nothing is written then.
@@ -56,6 +60,7 @@ def export_model(
         precision=precision,
         pooling=pooling,
         max_seq_length=max_seq_length,
+        allow_unfused=allow_unfused,
         force=force,
         log=log,
     )

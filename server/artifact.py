@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .padding import PADDED_INPUTS
+from .workers.padding import PADDED_INPUTS, PROMPT_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class ArtifactError(Exception):
     """An artifact directory that cannot be served; ``str()`` names the problem."""
 
 
-class Manifest(BaseModel):
+class ArtifactManifest(BaseModel):
     """The manifest fields the server relies on; the rest is kept and reported as is."""
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
@@ -38,11 +38,15 @@ class Manifest(BaseModel):
     source: str
     hidden_size: int
     max_seq_length: int
-    pooling: Literal["mean", "cls", "max"]
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
     normalize: bool
     precision: Literal["fp32", "fp16", "int8"]
     inputs: list[str]
     outputs: list[str]
+    prompts: dict[str, str] = {}  # sentence-transformers' named prompts, e.g. {"query": "query: "}
+    default_prompt_name: str | None = None  # applied when a request names no prompt
+    include_prompt: bool = True  # false: the graph pools without the prompt's tokens (input ``prompt_length``)
+    fused_attention: bool = True  # false: exported with --allow-unfused
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Artifact:
     """A checked artifact directory."""
 
     path: Path
-    manifest: Manifest
+    manifest: ArtifactManifest
     raw_manifest: dict[str, Any]
 
     @property
@@ -78,7 +82,7 @@ def open_artifact(path: str | Path) -> Artifact:
             )
     try:
         raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        manifest = Manifest.model_validate(raw)
+        manifest = ArtifactManifest.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path / 'manifest.json'} is not valid JSON: {exc}") from None
     except ValidationError as exc:
@@ -90,10 +94,13 @@ def open_artifact(path: str | Path) -> Artifact:
     missing = {"input_ids", "attention_mask"} - set(manifest.inputs)
     if missing:
         raise ArtifactError(f"{path}: model inputs lack {sorted(missing)}")
-    unknown = set(manifest.inputs) - set(PADDED_INPUTS)
+    unknown = set(manifest.inputs) - set(PADDED_INPUTS) - {PROMPT_LENGTH}
     if unknown:
         raise ArtifactError(f"{path}: model inputs {sorted(unknown)} are not ones this server fills "
-                            f"(it feeds {', '.join(PADDED_INPUTS)})")
+                            f"(it feeds {', '.join((*PADDED_INPUTS, PROMPT_LENGTH))})")
+    if (PROMPT_LENGTH in manifest.inputs) == manifest.include_prompt:
+        raise ArtifactError(f"{path}: manifest include_prompt={manifest.include_prompt} contradicts the model's "
+                            f"inputs {manifest.inputs} ({PROMPT_LENGTH} is an input exactly when it is false)")
     missing = {SENTENCE, TOKENS} - set(manifest.outputs)
     if missing:
         raise ArtifactError(f"{path}: model outputs lack {sorted(missing)}")

@@ -1,63 +1,55 @@
-"""``zeroembed serve``: flags → settings → artifact → broker, and graceful shutdown on signals.
+"""``zeroembed serve``: flags → settings → artifact → models → front ends, and graceful shutdown on signals.
 
-Only argparse is imported at load time, so ``zeroembed --help`` works without
-the server extra; everything else is imported when the command runs.
+Every flag is a field of ``config.Settings``: its help text and shown default
+come from there. Only argparse (and pydantic, for the field list) is needed to
+build the parser; the rest is imported when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
-# flag, type, help. Defaults live in server/config.py's Settings, not here:
-# an unset flag is None and falls through to ZEROEMBED_* variables, then defaults.
-_FLAGS: list[tuple[str, type, str]] = [
-    ("--model", Path, "artifact directory from `zeroembed export` (default: the embedded all-MiniLM-L6-v2)"),
-    ("--cache-dir", Path, "where the default model is exported on first start (default ~/.cache/zeroembed)"),
-    ("--bind", str, "address for the ZeroMQ and metrics ports (default 127.0.0.1)"),
-    ("--port", int, "ZeroMQ port for clients (default 5555)"),
-    ("--metrics-port", int, "Prometheus port, 0 to disable (default 9100)"),
-    ("--http-port", int, "HTTP port for the OpenAI- and TEI-compatible API (docs/http.md), 0 to disable (default 0)"),
-    ("--cache-size", int, "texts whose vectors are cached to answer repeats without a worker; 0 = off (default 0)"),
-    ("--workers", int, "worker processes (default: per device)"),
-    ("--threads-per-worker", int, "ONNX Runtime threads per worker (default: cores / workers on CPU)"),
-    ("--parallel-batches", int, "batches a worker runs side by side, one thread each, when more than that "
-                                "many wait; otherwise each gets every thread (default: threads per worker on "
-                                "CPU, 1 on CUDA)"),
-    ("--max-batch-tokens", int, "token budget per batch: size × longest sequence (default: per device)"),
-    ("--max-batch-size", int, "texts per batch at most (default: per device)"),
-    ("--max-added-padding", int, "padding tokens a text may add to the batch it joins; one that would add more "
-                                 "waits for a batch nearer its length (default: 4 on CPU, 1024 on CUDA)"),
-    ("--batch-wait-ms", float, "how long a partial batch waits for company while others run (default 2)"),
-    ("--max-queue", int, "texts accepted and not yet answered, at most; past it: ServerBusy (default 20000)"),
-    ("--max-texts-per-request", int, "texts per request at most (default 2048)"),
-    ("--max-chars-per-text", int, "characters per text at most (default 100000)"),
-    ("--max-message-bytes", int, "largest ZeroMQ message accepted (default 64 MiB)"),
-    ("--batch-timeout-s", float, "a worker running one batch longer is declared stuck and replaced (default 30)"),
-    ("--request-timeout-s", float, "a request unanswered this long is answered with a timeout error (default 120)"),
-    ("--curve-secret", Path, "server.key_secret from `zeroembed keys`: encrypt and authenticate with CurveZMQ"),
-    ("--curve-clients", Path, "directory of the public .key files of clients allowed in (with --curve-secret)"),
-    ("--bert-port", int, "also serve bert-serving-client 1.10.0 apps: its PULL port, 0 = off (default 0; "
-                         "docs/migrate-from-bert-as-service.md)"),
-    ("--bert-port-out", int, "bert-as-service's publish port (default --bert-port + 1)"),
-    ("--shutdown-grace-s", float, "seconds to drain in-flight work on SIGTERM (default 8)"),
-]
+
+def _flags() -> list[tuple[str, dict]]:
+    """One argparse flag per settings field: its type, choices, help and default read from the field."""
+    from .config import Settings
+
+    flags = []
+    for name, info in Settings.model_fields.items():
+        kwargs: dict = {"default": None, "help": info.description or ""}
+        hint = info.annotation
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if len(args) == 1 else hint
+        if typing.get_origin(base) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(base))
+        elif base is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = base if base in (int, float, str) else Path
+        default = info.get_default(call_default_factory=True)
+        if default not in (None, False, ""):
+            kwargs["help"] += f" (default: {default})"
+        flags.append((f"--{name.replace('_', '-')}", kwargs))
+    return flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     parser = subparsers.add_parser(
-        "serve", help="serve a model over ZeroMQ",
-        description="Serve sentence embeddings over ZeroMQ. Every flag can also be set as ZEROEMBED_<FLAG> "
-                    "(e.g. ZEROEMBED_MAX_BATCH_TOKENS); flags win.",
+        "serve", help="serve a model over ZeroMQ (and HTTP, bert-as-service)",
+        description="Serve sentence embeddings. Every flag can also be set as ZEROEMBED_<FLAG> "
+                    "(e.g. ZEROEMBED_MAX_BATCH_TOKENS); flags win. A default of 0 means 'chosen for the "
+                    "device' where the flag says so.",
     )
-    for flag, kind, help_text in _FLAGS:
-        parser.add_argument(flag, type=kind, default=None, help=help_text)
-    parser.add_argument("--allow-insecure-bert", action="store_true", default=None,
-                        help="allow --bert-port (plain TCP; the legacy client cannot do CurveZMQ) with --curve-secret")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="where to run (default auto)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    try:
+        flags = _flags()
+    except ImportError:  # the server extra is missing: `zeroembed serve` says so when it runs
+        flags = []
+    for flag, kwargs in flags:
+        parser.add_argument(flag, **kwargs)
     parser.set_defaults(handler=run)
 
 
@@ -68,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         import signal
 
         from .artifact import ArtifactError, open_artifact
-        from .broker import Broker, StartupError
         from .config import SettingsError, load_settings
-        from .curve import CurveError
         from .default_model import default_artifact
+        from .errors import StartupError
+        from .frontends.curve_auth import CurveError
         from .metrics import Metrics
     except ImportError as exc:
         print(f"zeroembed serve: error: the server extra is not installed ({exc}); "
@@ -89,55 +81,116 @@ def run(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     logging.getLogger("zeroembed").setLevel(settings.log_level.upper())
     log = logging.getLogger("zeroembed.serve")
+    metrics = Metrics()
     try:
         model_dir = settings.model or default_artifact(settings.cache_dir, settings.device)
         artifact = open_artifact(model_dir)
-        broker = Broker(settings, artifact, Metrics())
-        broker.start()
+        server = _start(settings, artifact, metrics)
     except (ArtifactError, StartupError, CurveError) as exc:
         print(f"zeroembed serve: error: {exc}", file=sys.stderr)
         return 2
+    front, adapters, sockdir = server
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        broker.request_stop()
+        front.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # Other front ends (each speaks another protocol) run beside the broker in this process and
-    # send into the same batcher through ``broker.internal_endpoint``; each has start() and stop().
-    adapters: list = []
-    if settings.http_port:
-        from .http_gateway import HttpGateway
-
-        adapters.append(HttpGateway(settings, broker.internal_endpoint, artifact))
-    if settings.bert_port:
-        from .bert_adapter import BertAdapter
-
-        adapters.append(BertAdapter(settings, broker.internal_endpoint, broker.metrics))
-    started: list = []
-    try:
-        for adapter in adapters:
-            adapter.start()
-            started.append(adapter)
-    except StartupError as exc:  # e.g. a port taken: stop what started, and leave no worker behind
-        print(f"zeroembed serve: error: {exc}", file=sys.stderr)
-        for adapter in reversed(started):
-            adapter.stop()
-        broker.close()
-        return 2
     m = artifact.manifest
+    if not m.fused_attention:
+        log.warning("%s was exported with --allow-unfused: its attention runs as plain ONNX ops, slower than "
+                    "the fused kernels", artifact.name)
     log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
              m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,
-             f"http://{settings.bind}:{settings.metrics_port}/metrics" if settings.metrics_port else "off")
+             f"http://{settings.metrics_address}/metrics" if settings.metrics_port else "off")
     try:
-        broker.run()
+        front.run()
     except Exception:  # a bug in the loop: say so, and still leave no worker behind
-        log.exception("the broker failed; stopping")
-        broker.close()
+        log.exception("the server's loop failed; stopping")
+        front.close()
         return 1
     finally:
         for adapter in reversed(adapters):
             adapter.stop()
+        metrics.close()
+        sockdir.cleanup()
     log.info("stopped")
     return 0
+
+
+def _start(settings, artifact, metrics):
+    """Build and start the models, the ZeroMQ front end, the metrics endpoint and the adapters.
+
+    Returns ``(front end, adapters, socket directory)``; on failure nothing is left running.
+    """
+    import tempfile
+
+    from .errors import StartupError
+    from .frontends.curve_auth import CurveServer
+    from .frontends.zeromq import ZmqFrontEnd
+    from .models import load_model
+
+    sockdir = tempfile.TemporaryDirectory(prefix="zeroembed-")
+    base = Path(sockdir.name)
+    adapters: list = []
+    models: dict = {}
+    front = None
+    try:
+        models = {artifact.name: load_model(artifact.name, artifact, settings, metrics, base / "model-0")}
+        curve = CurveServer(settings.curve_secret, settings.curve_clients) if settings.curve_secret else None
+        front = ZmqFrontEnd(
+            models, endpoint=settings.endpoint, internal_endpoint=f"ipc://{base / 'internal'}",
+            max_message_bytes=settings.max_message_bytes, shutdown_grace_s=settings.shutdown_grace_s,
+            metrics=metrics, curve=curve,
+            status_extras={
+                "device": settings.device,
+                "batching": {"max_batch_tokens": settings.max_batch_tokens,
+                             "max_batch_size": settings.max_batch_size,
+                             "max_added_padding": settings.max_added_padding,
+                             "batch_wait_ms": settings.batch_wait_ms, "max_queue": settings.max_queue,
+                             "parallel_batches": settings.parallel_batches},
+            })
+        front.start()
+        if settings.metrics_port:
+            try:
+                metrics.serve(settings.bind, settings.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {settings.metrics_address}: {exc.strerror}") from None
+        # Other front ends (each speaks another protocol) run beside the ZeroMQ one in this process and reach
+        # the same cores through ``front.internal_endpoint``; each has start() and stop().
+        if settings.http_port:
+            from .frontends.http_gateway import HttpGateway
+
+            adapters.append(HttpGateway(front.bridge, bind=settings.bind, port=settings.http_port,
+                                        model=artifact.name, dim=artifact.manifest.hidden_size,
+                                        max_message_bytes=settings.max_message_bytes,
+                                        max_texts_per_request=settings.max_texts_per_request,
+                                        request_timeout_s=settings.request_timeout_s))
+        if settings.bert_port:
+            from .frontends.bert import BertAdapter
+
+            adapters.append(BertAdapter(front.internal_endpoint, metrics, bind=settings.bind,
+                                        port=settings.bert_port, port_out=settings.bert_port_out,
+                                        max_message_bytes=settings.max_message_bytes,
+                                        request_timeout_s=settings.request_timeout_s,
+                                        beside_curve=settings.curve_secret is not None))
+        started = []
+        try:
+            for adapter in adapters:
+                adapter.start()
+                started.append(adapter)
+        except BaseException:
+            for adapter in reversed(started):
+                adapter.stop()
+            raise
+    except BaseException:
+        if front is not None:
+            front.close()
+        else:
+            for model in models.values():
+                model.close()
+        metrics.close()
+        sockdir.cleanup()
+        raise
+    return front, adapters, sockdir

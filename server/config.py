@@ -8,6 +8,7 @@ in once, here, after the device is resolved; components never guess them again.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,13 +47,12 @@ def cuda_available() -> bool:
 
 
 _ENV_PREFIX = "ZEROEMBED_"
-_CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status_cli.py), not the server's
+_CLIENT_ENV_PREFIX = "ZEROEMBED_STATUS_"  # `zeroembed status`'s own (client/status.py), not the server's
 
 
-# Per-device defaults, measured on the hardware named in benchmarks/RESULTS.md.
-# On CPU a batch's fixed cost is worth only ~10 tokens of work (all-MiniLM-L6-v2,
-# 2 cores), so padding costs its full price: a text may add at most 4 padding
-# tokens to a batch, and batches stay small. A GPU has parallelism to spare for
+# Per-device defaults. On a CPU a batch's fixed cost is small next to the price of its
+# padding (for a small model a batch is worth about ten tokens of work), so a text may
+# add at most 4 padding tokens to a batch, and batches stay small (docs/decisions.md). A GPU has parallelism to spare for
 # padding and a large fixed cost per run (kernel launches), so it pads freely.
 _DEVICE_DEFAULTS: dict[Device, dict[str, int]] = {
     "cpu": {"workers": 1, "max_batch_size": 8, "max_batch_tokens": 2048, "max_added_padding": 4},
@@ -158,8 +158,54 @@ class Settings(BaseSettings):
     @property
     def endpoint(self) -> str:
         """The ZeroMQ endpoint clients connect to."""
-        host = f"[{self.bind}]" if ":" in self.bind else self.bind
-        return f"tcp://{host}:{self.port}"
+        return f"tcp://{host_port(self.bind, self.port)}"
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of the metrics endpoint."""
+        return host_port(self.bind, self.metrics_port)
+
+    @property
+    def limits(self) -> RequestLimits:
+        """The request core's bounds."""
+        return RequestLimits(max_texts_per_request=self.max_texts_per_request,
+                             max_chars_per_text=self.max_chars_per_text, max_queue=self.max_queue,
+                             request_timeout_s=self.request_timeout_s)
+
+    @property
+    def worker_config(self) -> WorkerConfig:
+        """What the worker side needs: the pool's size and each worker's runtime settings."""
+        return WorkerConfig(device=self.device, workers=self.workers, threads_per_worker=self.threads_per_worker,
+                            parallel_batches=self.parallel_batches, batch_timeout_s=self.batch_timeout_s,
+                            worker_start_timeout_s=self.worker_start_timeout_s, log_level=self.log_level)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """The request core's section of the settings: per-request and per-model bounds."""
+
+    max_texts_per_request: int
+    max_chars_per_text: int
+    max_queue: int  # texts accepted and unanswered, at most
+    request_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """The worker side's section of the settings."""
+
+    device: str
+    workers: int
+    threads_per_worker: int
+    parallel_batches: int
+    batch_timeout_s: float
+    worker_start_timeout_s: float
+    log_level: str = "info"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SettingsError(Exception):

@@ -1,77 +1,46 @@
-"""Real `zeroembed serve` processes on loopback ports, for end-to-end tests; always stopped."""
+"""Real `zeroembed serve` processes on loopback ports, for end-to-end tests; always stopped.
+
+The harness itself is the server package's (``zeroembed.server.launch``), shared with the benchmarks.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import zmq
 
-from zeroembed.benchmarks.serverproc import free_port, terminate, wait_until_ready
-from zeroembed.client import Client
+from zeroembed.server.launch import ServerProcess, free_port
 
-__all__ = ["RunningServer", "free_port", "raw_socket", "start_server", "wait_ready"]
+__all__ = ["RunningServer", "free_port", "http_call", "raw_socket", "start_server", "wait_ready", "wait_until"]
 
+T = TypeVar("T")
 
-@dataclass
-class RunningServer:
-    """A `zeroembed serve` process and how to reach it."""
-
-    process: subprocess.Popen
-    port: int
-    metrics_port: int
-    log_path: Path
-    worker_pids: list[int] = field(default_factory=list)
-    client_keys: dict = field(default_factory=dict)  # server_key/client_key for a CurveZMQ server
-
-    @property
-    def endpoint(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    def client(self, timeout: float = 30.0) -> Client:
-        return Client(self.endpoint, timeout=timeout, **self.client_keys)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait; kill as a last resort (the test then fails on the exit code)."""
-        return terminate(self.process, self.worker_pids, timeout)
+RunningServer = ServerProcess
 
 
 def start_server(artifact: Path, tmp_path: Path, *args: str, env: dict | None = None,
-                 wait: bool = True) -> RunningServer:
-    port, metrics_port = free_port(), free_port()
-    log_path = tmp_path / f"serve-{port}.log"
-    command = [sys.executable, "-m", "zeroembed.cli", "serve", "--model", str(artifact), "--port", str(port),
-               "--metrics-port", str(metrics_port), "--device", "cpu", *args]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
-    server = RunningServer(process, port, metrics_port, log_path)
+                 wait: bool = True) -> ServerProcess:
+    """Start a CPU server on ``artifact`` with ``args``; its log goes to ``tmp_path``."""
+    server = ServerProcess(artifact, *args, env=env, log_dir=tmp_path, ready_timeout=120.0)
+    server.start(wait=False)
     if wait:
         wait_ready(server)
     return server
 
 
-def wait_ready(server: RunningServer, timeout: float = 120.0) -> None:
+def wait_ready(server: ServerProcess, timeout: float = 120.0) -> None:
     """Wait until the server answers status; on failure stop it and fail with its log."""
     try:
-        with server.client(timeout=1.0) as client:
-            status = wait_until_ready(server.process, client, timeout, server.log)
+        server.wait_ready(timeout)
     except RuntimeError as exc:
-        server.stop()
         raise AssertionError(str(exc)) from None
-    server.worker_pids = [w["pid"] for w in status["workers"]]
 
 
 @contextmanager
@@ -87,3 +56,28 @@ def raw_socket(endpoint: str, kind: int = zmq.DEALER, timeout_ms: int = 5000) ->
     finally:
         sock.close()
         context.term()
+
+
+def wait_until(predicate: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; AssertionError naming ``what``
+    after ``timeout`` (a backstop against hanging, generous because 2 loaded cores can be slow)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:g}s")
+        time.sleep(interval)
+
+
+def http_call(port: int, path: str, body: Any = None, *, timeout: float = 60.0) -> tuple[int, Any]:
+    """``POST`` ``body`` as JSON (``GET`` when it is None) to a server's HTTP port; (status, decoded JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
