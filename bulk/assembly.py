@@ -68,7 +68,8 @@ class ShardAssembler:
         for index in np.unique(shards).tolist():
             rows = np.nonzero(shards == index)[0]
             shard = self._shard(index)
-            offsets = positions[rows] - shard.start
+            offsets, first = np.unique(positions[rows] - shard.start, return_index=True)
+            rows = rows[first]
             fresh = ~shard.filled[offsets]  # a row delivered twice (a retried batch) counts once
             rows, offsets = rows[fresh], offsets[fresh]
             shard.vectors[offsets] = vectors[rows]

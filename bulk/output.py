@@ -25,6 +25,7 @@ from .errors import OutputError
 
 MANIFEST = "manifest.json"
 FORMAT = "zeroembed-embed/1"
+SHARDS = "shards"  # their own folder, so `pandas.read_parquet(out / "shards")` reads exactly the vectors
 _PART = "part-{:05d}.parquet"
 
 
@@ -85,6 +86,7 @@ class OutputDir:
             self._clear(existing)
             existing = None
         self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / SHARDS).mkdir(exist_ok=True)
         done = {int(k) for k, v in (existing or {}).get("shards", {}).items()
                 if (self.path / v["file"]).is_file()}
         self.manifest = existing or {"format": FORMAT, **self.identity, "shards": {}, "runs": []}
@@ -118,7 +120,7 @@ class OutputDir:
     def _remove_strays(self, done: set[int]) -> None:
         """Delete shard files that are not complete: temporaries, and renamed ones never recorded."""
         keep = {_PART.format(k) for k in done}
-        for path in self.path.glob("part-*.parquet*"):
+        for path in (self.path / SHARDS).glob("*part-*.parquet*"):
             if path.name not in keep:
                 path.unlink()
 
@@ -129,8 +131,9 @@ class OutputDir:
         dim = vectors.shape[1]
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
         table = pa.Table.from_arrays([ids, embedding, pa.array(num_tokens, pa.int32())], schema=self.schema)
-        name = _PART.format(shard)
-        temporary = self.path / f"{name}.tmp"
+        name = f"{SHARDS}/{_PART.format(shard)}"
+        # A dot name until whole: readers of the folder (pyarrow, pandas, Ray) skip it.
+        temporary = self.path / SHARDS / f".{_PART.format(shard)}.tmp"
         pq.write_table(table, temporary)
         os.replace(temporary, self.path / name)
         self.manifest["shards"][str(shard)] = {"file": name, "rows": len(table), "tokens": int(num_tokens.sum())}
