@@ -21,17 +21,16 @@ import select
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from .assembly import ShardAssembler
 from .errors import EngineError
 from .progress import Progress
-from .rows import Rows, read_range
+from .rows import read_range
 from .scan import Corpus
 
 log = logging.getLogger(__name__)
@@ -78,6 +77,7 @@ class EmbeddedEngine:
         self.device = self.settings.device
         self._dispatcher = None
         self._error: str | None = None
+        self.worker_restarts = 0  # workers that died during the last run and were replaced
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (the fault tests kill one)."""
@@ -145,6 +145,7 @@ class EmbeddedEngine:
                 dispatcher.check_workers(replace=True)
         finally:
             self._dispatcher = None
+            self.worker_restarts = dispatcher.pool.restarts
             tokenizer.close()
             dispatcher.stop()
             shutil.rmtree(sockdir, ignore_errors=True)

@@ -145,6 +145,8 @@ def _batches(file: InputFile, columns: Columns) -> Iterator[tuple[pa.RecordBatch
     if file.format == "text":
         yield from _text_batches(file, columns)
         return
+    if file.size == 0:  # an empty file among others holds no rows; all of them empty is the job's error
+        return
     if file.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -163,7 +165,12 @@ def _batches(file: InputFile, columns: Columns) -> Iterator[tuple[pa.RecordBatch
     else:
         import pyarrow.json as pjson
 
-        reader = pjson.open_json(file.path, read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES))
+        try:
+            reader = pjson.open_json(file.path, read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES))
+        except pa.ArrowInvalid as exc:
+            if "Empty JSON stream" in str(exc):  # blank lines only
+                return
+            raise
     names = reader.schema.names
     _check_columns(file, names, columns)
     for batch in reader:
