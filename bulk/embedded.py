@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .assembly import ShardAssembler
-from .errors import EngineError
+from .errors import BulkError, EngineError
 from .progress import Progress
 from .rows import read_range
 from .scan import Corpus
@@ -64,16 +64,19 @@ class EmbeddedEngine:
     name = "embedded"
 
     def __init__(self, artifact, options: EmbeddedOptions = EmbeddedOptions()) -> None:
-        from zeroembed.server.config import load_settings
+        from zeroembed.server.config import SettingsError, load_settings
 
         self.artifact = artifact
         self.options = options
         # The server's settings, so its per-device defaults (workers, threads, batch sizes) apply here too.
-        self.settings = load_settings(device=options.device, workers=options.workers or None,
-                                      threads_per_worker=options.threads_per_worker or None,
-                                      max_batch_size=options.batch_size or None,
-                                      max_batch_tokens=options.max_batch_tokens or None,
-                                      metrics_port=0, log_level="warning")
+        try:
+            self.settings = load_settings(device=options.device, workers=options.workers or None,
+                                          threads_per_worker=options.threads_per_worker or None,
+                                          max_batch_size=options.batch_size or None,
+                                          max_batch_tokens=options.max_batch_tokens or None,
+                                          metrics_port=0, log_level="warning")
+        except SettingsError as exc:
+            raise BulkError(" ".join(str(exc).split("\n"))) from None
         self.device = self.settings.device
         self._dispatcher = None
         self._error: str | None = None

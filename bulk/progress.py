@@ -18,7 +18,7 @@ class Progress:
         if not quiet:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_rows, initial=done_rows, unit=" texts", unit_scale=True, dynamic_ncols=True,
+            self._bar = tqdm(total=total_rows, initial=done_rows, unit=" texts", dynamic_ncols=True,
                              smoothing=0.05, file=sys.stderr, desc="embedding")
 
     def update(self, rows: int, tokens: int) -> None:

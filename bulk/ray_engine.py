@@ -174,11 +174,17 @@ class RayEngine:
             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if cuda else 0, num_cpus=1 if cuda else threads)
         dim = self.artifact.manifest.hidden_size
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            positions = batch.column("position").to_numpy()
-            vectors = batch.column("embedding").combine_chunks().values.to_numpy().reshape(-1, dim)
-            tokens = batch.column("num_tokens").to_numpy()
-            ids = (batch.column("id").to_numpy() if "id" in batch.column_names else None)
-            assembler.add(positions, vectors, tokens, ids)
-            progress.update(len(positions), int(tokens.sum()))
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                positions = batch.column("position").to_numpy()
+                vectors = batch.column("embedding").combine_chunks().values.to_numpy().reshape(-1, dim)
+                tokens = batch.column("num_tokens").to_numpy()
+                ids = (batch.column("id").to_numpy() if "id" in batch.column_names else None)
+                assembler.add(positions, vectors, tokens, ids)
+                progress.update(len(positions), int(tokens.sum()))
+        except ray.exceptions.RayError as exc:  # a read or a batch failed past Ray's retries
+            cause = getattr(exc, "cause", None) or exc
+            message = " ".join(str(cause).split()) or type(cause).__name__
+            raise EngineError(f"the Ray job failed: {message[:500]}; run the same command again to resume") \
+                from None
 
