@@ -51,3 +51,12 @@ def test_a_bad_model_is_an_error_after_the_inputs_are_checked(tmp_path: Path, ca
     path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
     assert _embed(str(path), "--out", str(tmp_path / "out")) == 2
     assert "/nonexistent-model is not a directory" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_is_named_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}])
+    bad = tmp_path / "b.parquet"
+    bad.write_bytes(b"PAR1 but not really")
+    assert _embed(str(good), str(bad), "--out", str(tmp_path / "out")) == 2
+    assert f"cannot read input {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
