@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     local.add_argument("--batch-size", type=int, default=0, help="texts per batch at most (default: per device)")
     ray = parser.add_argument_group("Ray engine (pip install 'zeroembed[ray]')")
     ray.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
-                     help="run on Ray Data: with no ADDRESS a local Ray, else join that cluster (e.g. auto, "
-                          "ray://head:10001)")
+                     help="run on Ray Data: with no ADDRESS (or `local`) a local Ray, else join that cluster "
+                          "(e.g. auto, ray://head:10001); put it after the inputs")
     ray.add_argument("--ray-actors", type=int, default=0,
                      help="model actors (default: one per GPU on CUDA, one per CPU otherwise)")
     ray.add_argument("--ray-batch-size", type=int, default=0,
@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"{_PROG}: error: a needed package is missing ({exc}); install `pip install 'zeroembed[server]'` "
               "and pyarrow", file=sys.stderr)
+        return 2
+    if args.ray not in (None, LOCAL_RAY) and Path(args.ray).exists():
+        # `--ray corpus.jsonl --out v`: argparse gave the input to --ray as its address.
+        print(f"{_PROG}: error: --ray took {args.ray!r}, a file, as the Ray address; write the inputs before "
+              f"--ray, or --ray {LOCAL_RAY} for a local Ray", file=sys.stderr)
         return 2
     if args.ray is not None:
         try:

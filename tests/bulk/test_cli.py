@@ -60,3 +60,10 @@ def test_an_unreadable_file_is_named_and_nothing_is_written(tmp_path: Path, caps
     assert _embed(str(good), str(bad), "--out", str(tmp_path / "out")) == 2
     assert f"cannot read input {bad}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_input_taken_as_the_ray_address_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": "a"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": "b"}])
+    assert main(["embed", str(a), "--ray", str(b), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "write the inputs before --ray" in capsys.readouterr().err
