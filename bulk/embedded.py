@@ -64,14 +64,22 @@ class EmbeddedEngine:
     name = "embedded"
 
     def __init__(self, artifact, options: EmbeddedOptions = EmbeddedOptions()) -> None:
-        from zeroembed.server.config import SettingsError, load_settings
+        from zeroembed.server.config import SettingsError, cpu_count, cuda_available, load_settings
 
         self.artifact = artifact
         self.options = options
-        # The server's settings, so its per-device defaults (workers, threads, batch sizes) apply here too.
+        # The server's settings, so its per-device defaults (batch sizes, padding bound) apply here too. One
+        # difference: on CPU, one worker per core with one thread each by default. A job always has a backlog,
+        # so each core runs a batch of its own anyway (the server's side-by-side mode), and a one-thread run
+        # never waits on a sibling thread that the OS has descheduled, which makes multi-threaded runs slow
+        # on a busy machine.
+        workers, threads = options.workers, options.threads_per_worker
+        on_cpu = options.device == "cpu" or (options.device == "auto" and not cuda_available())
+        if on_cpu and not workers and not threads:
+            workers, threads = cpu_count(), 1
         try:
-            self.settings = load_settings(device=options.device, workers=options.workers or None,
-                                          threads_per_worker=options.threads_per_worker or None,
+            self.settings = load_settings(device=options.device, workers=workers or None,
+                                          threads_per_worker=threads or None,
                                           max_batch_size=options.batch_size or None,
                                           max_batch_tokens=options.max_batch_tokens or None,
                                           metrics_port=0, log_level="warning")
