@@ -149,8 +149,12 @@ class EmbeddedEngine:
                 if exhausted and not len(tokenizer) and not outstanding[0]:
                     return
                 dispatcher.dispatch()
+                # A partial batch's wait matters only when a worker could take it; otherwise sleep until a
+                # worker answers (with a backlog, the oldest text's deadline is always past: no busy loop).
                 deadline = batcher.deadline()
-                wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+                wait = 0.05
+                if deadline is not None and dispatcher.has_room():
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
                 select.select([dispatcher.fileno(), tokenizer.fileno()], [], [], wait)
                 dispatcher.on_ready()
                 dispatcher.check_workers(replace=True)
