@@ -17,6 +17,7 @@ COPY cli /src/cli
 COPY server /src/server
 COPY export /src/export
 COPY benchmarks /src/benchmarks
+COPY bulk /src/bulk
 
 # ---------------------------------------------------------------- exporter: torch lives only here
 FROM python:3.11-slim AS builder

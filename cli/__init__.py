@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 _COMMANDS: dict[str, str] = {
     "export": "zeroembed.export.cli",
     "serve": "zeroembed.server.cli",
+    "embed": "zeroembed.bulk.cli",
     "bench": "zeroembed.benchmarks.cli",
     "keys": "zeroembed.client.keys",
     "status": "zeroembed.client.status",

@@ -1,0 +1,69 @@
+"""``zeroembed embed``'s errors: one line naming the problem, the right exit code, nothing written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import write_jsonl
+
+pytest.importorskip("pyarrow")
+
+from zeroembed.cli import main  # noqa: E402
+
+
+def _embed(*args: str) -> int:
+    return main(["embed", *args, "--model", "/nonexistent-model", "--quiet"])
+
+
+def test_duplicate_ids_stop_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}])
+    assert _embed(str(path), "--out", str(tmp_path / "out")) == 2
+    assert "appear more than once in column 'id': 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_column_is_named_with_the_ones_present(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [{"key": 1, "body": "a"}])
+    assert _embed(str(path), "--out", str(tmp_path / "out"), "--text-column", "content") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zeroembed embed: error:") and "no text column 'content' (its columns: key, body)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_input_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    assert _embed(str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "out")) == 2
+    assert "no rows" in capsys.readouterr().err
+
+
+def test_ray_without_ray_installed_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert _embed(str(path), "--out", str(tmp_path / "out"), "--ray") == 2
+    assert "pip install 'zeroembed[ray]'" in capsys.readouterr().err
+
+
+def test_a_bad_model_is_an_error_after_the_inputs_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert _embed(str(path), "--out", str(tmp_path / "out")) == 2
+    assert "/nonexistent-model is not a directory" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_is_named_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}])
+    bad = tmp_path / "b.parquet"
+    bad.write_bytes(b"PAR1 but not really")
+    assert _embed(str(good), str(bad), "--out", str(tmp_path / "out")) == 2
+    assert f"cannot read input {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_taken_as_the_ray_address_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": "a"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": "b"}])
+    assert main(["embed", str(a), "--ray", str(b), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "write the inputs before --ray" in capsys.readouterr().err
