@@ -81,6 +81,9 @@ class Manifest(BaseModel):
 
     format_version: int = FORMAT_VERSION
     exporter_revision: int = 1
+    # What the artifact does; rerank artifacts have their own manifest (rerank_manifest.py).
+    # Manifests written before the field existed read as "embed".
+    task: Literal["embed"] = "embed"
     source: str
     architecture: Architecture
     hidden_size: int

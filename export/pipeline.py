@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ from .manifest import (
     QuantizationReport,
     ToolVersions,
 )
+from .rerank import build_reranker
+from .rerank_manifest import RerankManifest
+from .rerank_source import RerankSource, is_reranker, resolve_reranker
 from .source import ModelSource, resolve_source
 
 if TYPE_CHECKING:
@@ -86,7 +90,7 @@ def _tool_versions() -> ToolVersions:
     )
 
 
-def _prepare_out(out: Path, source: ModelSource, force: bool) -> tuple[Path, list[Path]]:
+def _prepare_out(out: Path, source: ModelSource | RerankSource, force: bool) -> tuple[Path, list[Path]]:
     """Check ``out`` and create the staging dir next to it; returns (staging, parents created)."""
     if out.exists() or out.is_symlink():
         if not force:
@@ -144,19 +148,28 @@ def export_model(
     max_seq_length: int | None = None,
     force: bool = False,
     log: Log | None = None,
-) -> Manifest:
+) -> Manifest | RerankManifest:
     """Export ``model`` (a local HF dir; ``None`` = all-MiniLM-L6-v2) as an artifact in ``out``.
+
+    A cross-encoder (``*ForSequenceClassification``) becomes a rerank artifact.
 
     Raises :class:`ExportError` for every user-facing failure; nothing is
     written then. ``log`` receives one line per step.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"invalid precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)
+    if model is not None and is_reranker(model):  # a cross-encoder: its own build (rerank.py)
+        if pooling is not None:
+            raise ExportError(f"--pooling does not apply to {model}: it is a reranker (sequence classifier)")
+        source: ModelSource | RerankSource = resolve_reranker(model, max_seq_length=max_seq_length)
+        build = partial(build_reranker, source)
+    else:
+        source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)
+        build = partial(_build, source)
     out = Path(out).expanduser().absolute()
     staging, created = _prepare_out(out, source, force)
     try:
-        manifest = _build(source, staging, out, precision, _Steps(log))
+        manifest = build(staging, out, precision, _Steps(log))
         staging.chmod(0o755)  # mkdtemp made it 0700; an artifact is meant to be shared
         try:
             _publish(staging, out)
