@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 SENTENCE = "sentence_embedding"
 POOLED = "pooled_embedding"
 TOKENS = "token_embeddings"
+LOGITS = "logits"  # a reranker's output: one row of logits per (query, document) pair
 
 
 class ArtifactError(Exception):
@@ -45,6 +46,26 @@ class ArtifactManifest(BaseModel):
     outputs: list[str]
     prompts: dict[str, str] = {}  # sentence-transformers' named prompts, e.g. {"query": "query: "}
     default_prompt_name: str | None = None  # applied when a request names no prompt
+    task: Literal["embed"] = "embed"
+
+
+class RerankManifest(BaseModel):
+    """A reranker's manifest (``task: "rerank"``, docs/artifact.md "Rerank artifacts"): pairs in, logits out."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+    task: Literal["rerank"]
+    format_version: int
+    source: str
+    hidden_size: int
+    max_seq_length: int  # tokens per (query, document) pair
+    precision: Literal["fp32", "fp16", "int8"]
+    inputs: list[str]
+    outputs: list[str]
+    num_labels: int
+    activation: Literal["sigmoid", "identity", "softmax", "tanh"]
+    prompts: dict[str, str] = {}  # none for rerankers; here so every manifest answers the same questions
+    default_prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ class Artifact:
     """A checked artifact directory."""
 
     path: Path
-    manifest: ArtifactManifest
+    manifest: ArtifactManifest | RerankManifest
     raw_manifest: dict[str, Any]
 
     @property
@@ -80,7 +101,8 @@ def open_artifact(path: str | Path) -> Artifact:
             )
     try:
         raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        manifest = ArtifactManifest.model_validate(raw)
+        kind = RerankManifest if isinstance(raw, dict) and raw.get("task") == "rerank" else ArtifactManifest
+        manifest = kind.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path / 'manifest.json'} is not valid JSON: {exc}") from None
     except ValidationError as exc:
@@ -96,6 +118,14 @@ def open_artifact(path: str | Path) -> Artifact:
     if unknown:
         raise ArtifactError(f"{path}: model inputs {sorted(unknown)} are not ones this server fills "
                             f"(it feeds {', '.join(PADDED_INPUTS)})")
+    if isinstance(manifest, RerankManifest):
+        if LOGITS not in manifest.outputs:
+            raise ArtifactError(f"{path}: a rerank model's outputs lack 'logits'")
+        if manifest.num_labels != 1:
+            # Several labels make a pair classifier (e.g. NLI), which has no one score to rank by.
+            raise ArtifactError(f"{path}: a reranker has one label; this model has {manifest.num_labels} "
+                                "(a pair classifier), so there is no one score to rank by")
+        return Artifact(path=path, manifest=manifest, raw_manifest=raw)
     missing = {SENTENCE, TOKENS} - set(manifest.outputs)
     if missing:
         raise ArtifactError(f"{path}: model outputs lack {sorted(missing)}")

@@ -30,6 +30,7 @@ class Item:
     enqueued_at: float
     payload: Any = field(default=None, repr=False)  # token ids
     attempts: int = 0  # times sent to a worker (a batch lost with its worker is retried)
+    split: int | None = None  # a (query, document) pair: where the document starts (token type 1 from there)
 
 
 @dataclass(slots=True)

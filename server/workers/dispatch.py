@@ -172,8 +172,11 @@ class Dispatcher:
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
         worker.batches.append(flight)
         self.in_flight[flight.id] = flight
+        frames = [BATCH, dumps({"batch": flight.id, "outputs": outputs}), ids, lengths]
+        if batch.items[0].split is not None:  # (query, document) pairs: where each document starts
+            frames.append(np.fromiter((item.split for item in batch.items), dtype=np.int32, count=len(batch.items)))
         try:
-            if not worker.channel.send([BATCH, dumps({"batch": flight.id, "outputs": outputs}), ids, lengths]):
+            if not worker.channel.send(frames):
                 self._selector.modify(worker.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
         except OSError:  # the worker is gone; reaping retries this batch with its others
             pass

@@ -4,7 +4,8 @@
 
     worker → broker  READY   {"pid", "provider", "device"}      model loaded, send work
     worker → broker  FATAL   {"message"}                         model failed to load; exiting
-    broker → worker  BATCH   {"batch", "outputs"}, ids, lengths  int32 buffers
+    broker → worker  BATCH   {"batch", "outputs"}, ids, lengths[, splits]  int32 buffers; splits: pairs only,
+                                                         where each pair's second text (token type 1) starts
     worker → broker  RESULT  {"batch", "arrays", "run_s", "alone"}, one buffer per output
     worker → broker  FAILED  {"batch", "message"}                this batch failed; still serving
     broker → worker  STOP                                         finish and exit

@@ -76,6 +76,7 @@ class _Batch:
     header: dict
     ids: np.ndarray
     lengths: np.ndarray
+    splits: np.ndarray | None = None  # (query, document) pairs: where each document starts
 
 
 class WorkerLoop:
@@ -126,9 +127,10 @@ class WorkerLoop:
         for frames in self.channel.receive():
             if frames[0] == STOP:
                 return False
-            if frames[0] == BATCH and len(frames) == 4:
+            if frames[0] == BATCH and len(frames) in (4, 5):
                 self.waiting.append(_Batch(json.loads(bytes(frames[1])), np.frombuffer(frames[2], dtype=np.int32),
-                                           np.frombuffer(frames[3], dtype=np.int32)))
+                                           np.frombuffer(frames[3], dtype=np.int32),
+                                           np.frombuffer(frames[4], dtype=np.int32) if len(frames) == 5 else None))
         return not self.channel.closed
 
     def _start(self) -> None:
@@ -160,6 +162,6 @@ class WorkerLoop:
 
 def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone)
+    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone, splits=batch.splits)
     arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in batch.header["outputs"]]
     return arrays, time.perf_counter() - started
