@@ -97,8 +97,9 @@ class RequestOptions:
     server that predates it never sees it set.
     """
 
-    # Which of the server's models answers; None: its default (the first it loaded).
-    model: str | None = field(default=None, metadata={"additive": True})
+    # Which of the server's models answers; None: its default (the first it loaded). Keyword-only, so each
+    # op's own options keep their positions.
+    model: str | None = field(default=None, kw_only=True, metadata={"additive": True})
 
     @classmethod
     def checked(cls, values: Mapping[str, Any]) -> Any:

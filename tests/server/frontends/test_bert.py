@@ -405,7 +405,7 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
     broker = StandInBroker(tmp_path)
     port = free_port()
     metrics = Metrics()
-    adapter = BertAdapter(broker.endpoint, metrics, bind="127.0.0.1", port=port, port_out=free_port(),
+    adapter = BertAdapter(broker.endpoint, metrics.for_model("m"), bind="127.0.0.1", port=port, port_out=free_port(),
                           max_message_bytes=2**20, request_timeout_s=120.0, hold_s=2.0, max_held=2)
     adapter.start()
     context = zmq.Context()
@@ -414,7 +414,7 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
     push.connect(f"tcp://127.0.0.1:{port}")
 
     def sample(name: str) -> float:
-        return metrics.registry.get_sample_value(name) or 0.0
+        return metrics.registry.get_sample_value(name, {"model": "m"}) or 0.0
 
     try:
         for i in range(3):  # three replies for a client that never subscribes; room to hold two
