@@ -56,7 +56,7 @@ class HttpGateway:
                  max_message_bytes: int, max_texts_per_request: int, request_timeout_s: float,
                  api_key: str | None = None) -> None:
         self.bind, self.port = bind, port
-        self.models = models  # by name, the default first
+        self.artifacts = models  # by name, the default first
         self.default = next(iter(models))
         self.api_key = api_key
         self.max_message_bytes = max_message_bytes
@@ -242,7 +242,7 @@ class HttpGateway:
                 raise BadRequest(f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}",
                                  "encoding_format")
             model = self._model(body, "'model'")
-            dim = self.models[model].manifest.hidden_size
+            dim = self.artifacts[model].manifest.hidden_size
             dimensions = body.get("dimensions")
             if dimensions is not None and (not _is_int(dimensions) or not 1 <= dimensions <= dim):
                 raise BadRequest(f"'dimensions' must be an integer from 1 to {dim} (this model's size), "
@@ -292,7 +292,7 @@ class HttpGateway:
              "task": artifact.manifest.task, "dim": artifact.manifest.hidden_size,
              "precision": artifact.manifest.precision, "max_seq_length": artifact.manifest.max_seq_length,
              "prompts": dict(artifact.manifest.prompts)}
-            for name, artifact in self.models.items()]})
+            for name, artifact in self.artifacts.items()]})
 
     def _model(self, body: dict[str, Any], field: str = "`model`") -> str:
         """The model a request body names: its ``model`` field, else the default.
@@ -305,11 +305,11 @@ class HttpGateway:
             return self.default
         if not isinstance(name, str):
             raise BadRequest(f"{field} must be a string", "model")
-        if name in self.models:
+        if name in self.artifacts:
             return name
-        if len(self.models) == 1:
+        if len(self.artifacts) == 1:
             return self.default
-        raise BadRequest(f"no model named {name!r} here; the models loaded are {list(self.models)}", "model",
+        raise BadRequest(f"no model named {name!r} here; the models loaded are {list(self.artifacts)}", "model",
                          code="model_not_found")
 
     # ------------------------------------------------------------------ TEI
@@ -324,7 +324,7 @@ class HttpGateway:
                 if not isinstance(value, bool):
                     raise BadRequest(f"`{name}` must be true or false")
             model = self._model(body)
-            dim = self.models[model].manifest.hidden_size
+            dim = self.artifacts[model].manifest.hidden_size
             prompt_name, dimensions = body.get("prompt_name"), body.get("dimensions")
             if prompt_name is not None and not isinstance(prompt_name, str):
                 raise BadRequest("`prompt_name` must be a string")
@@ -421,7 +421,7 @@ class HttpGateway:
         if model not in self._tokenizers:
             from tokenizers import Tokenizer
 
-            tokenizer = Tokenizer.from_file(str(self.models[model].tokenizer_path))
+            tokenizer = Tokenizer.from_file(str(self.artifacts[model].tokenizer_path))
             tokenizer.no_padding()
             tokenizer.no_truncation()
             self._tokenizers[model] = tokenizer
@@ -484,7 +484,7 @@ class HttpGateway:
         except (ZeroEmbedError, asyncio.TimeoutError) as exc:
             return self._json({"error": f"the server did not answer: {exc}", "error_type": "Unhealthy"}, 503)
         facts = next(m for m in status.get("models", [status]) if m.get("name", model) == model)
-        manifest = self.models[model].manifest
+        manifest = self.artifacts[model].manifest
         if manifest.task == "rerank":
             labels = list(getattr(manifest, "labels", None) or ["LABEL_0"])
             model_type: dict[str, Any] = {"reranker": {"id2label": dict(enumerate(map(str, labels))),
@@ -499,7 +499,7 @@ class HttpGateway:
             "max_client_batch_size": self._client.max_texts_per_request,
             "max_documents_per_rerank": facts.get("max_documents_per_rerank"),
             "max_queue": facts.get("max_queue"), "prompts": dict(manifest.prompts),
-            "models": list(self.models), "version": status.get("version"),
+            "models": list(self.artifacts), "version": status.get("version"),
         })
 
     # ------------------------------------------------------------------ health and status
