@@ -162,6 +162,7 @@ class WorkerLoop:
 
 def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone, splits=batch.splits)
+    pairs = {} if batch.splits is None else {"splits": batch.splits}  # only rerankers' batches carry splits
+    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone, **pairs)
     arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in batch.header["outputs"]]
     return arrays, time.perf_counter() - started
