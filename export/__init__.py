@@ -16,6 +16,7 @@ from .source import DEFAULT_MODEL_NAME, default_model_dir
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+    from .rerank_manifest import RerankManifest
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -36,8 +37,10 @@ def export_model(
     max_seq_length: int | None = None,
     force: bool = False,
     log: Callable[[str], None] | None = None,
-) -> Manifest:
+) -> Manifest | RerankManifest:
     """Export ``model`` (local HF dir, or ``None`` for all-MiniLM-L6-v2) into the artifact dir ``out``.
+
+    A cross-encoder (``*ForSequenceClassification``) becomes a rerank artifact (docs/artifact.md).
 
     Raises :class:`ExportError` (one-line message) on any user-facing failure,
     including a missing torch/transformers install; nothing is written then.

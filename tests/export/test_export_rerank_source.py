@@ -136,6 +136,9 @@ def test_bad_rerankers_fail_in_one_line(tmp_path: Path, capsys) -> None:
     ]
     for model, fragment in cases:
         _fails(model, capsys, fragment)
+    # Neither a classifier nor an encoder the exporter knows: the embedder path names the architecture.
+    _fails(_classifier_dir(tmp_path / "t5", model_type="t5", architectures=["T5ForConditionalGeneration"]), capsys,
+           "unsupported architecture 't5'")
     _fails(_classifier_dir(tmp_path / "pooled"), capsys, "--pooling does not apply", "--pooling", "mean")
     weightless = _classifier_dir(tmp_path / "weightless")
     (weightless / "model.safetensors").unlink()
