@@ -90,7 +90,8 @@ class Client:
         **options: Any,
     ) -> EncodeResult:
         """Embed ``texts``. ``options`` are the fields of :class:`~zeroembed.client.protocol.EncodeOptions`,
-        by keyword (``output``, ``normalize``, ``truncate``, ``show_tokens``, ``is_tokenized``).
+        by keyword (``output``, ``normalize``, ``truncate``, ``show_tokens``, ``is_tokenized``, ``prompt_name``,
+        ``prompt``, ``dimensions``, and ``model``: which of the server's models, by name; default its first).
 
         Returns a float32 array of shape (len(texts), dim) for ``output="sentence"``,
         or for ``output="tokens"`` a list with one (tokens, dim) array per text.

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     parser = subparsers.add_parser(
         "serve", help="serve a model over ZeroMQ (and HTTP, bert-as-service)",
-        description="Serve sentence embeddings. Every flag can also be set as ZEROEMBED_<FLAG> "
+        description="Serve sentence embeddings and rerankers (one or several models). Every flag can also be set as ZEROEMBED_<FLAG> "
                     "(e.g. ZEROEMBED_MAX_BATCH_TOKENS); flags win. A default of 0 means 'chosen for the "
                     "device' where the flag says so.",
     )

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")
     max_added_padding: int | None = Field(None, ge=0, description="padding tokens a text may add to a batch it joins")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a partial batch may wait for company")
-    max_queue: int = Field(20000, ge=1, description="texts queued or running at most; past it requests get ServerBusy")
+    max_queue: int = Field(20000, ge=1, description="texts (or rerank documents) queued or running at most, per "
+                           "model; past it requests get ServerBusy")
     max_texts_per_request: int = Field(2048, ge=1, description="texts in one request at most")
     max_chars_per_text: int = Field(100_000, ge=1, description="characters in one text at most")
     max_documents_per_rerank: int = Field(1000, ge=1, description="documents in one rerank request at most")
