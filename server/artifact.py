@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .workers.padding import PADDED_INPUTS
+from .workers.padding import PADDED_INPUTS, PROMPT_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,15 @@ class ArtifactManifest(BaseModel):
     source: str
     hidden_size: int
     max_seq_length: int
-    pooling: Literal["mean", "cls", "max"]
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
     normalize: bool
     precision: Literal["fp32", "fp16", "int8"]
     inputs: list[str]
     outputs: list[str]
     prompts: dict[str, str] = {}  # sentence-transformers' named prompts, e.g. {"query": "query: "}
     default_prompt_name: str | None = None  # applied when a request names no prompt
+    include_prompt: bool = True  # false: the graph pools without the prompt's tokens (input ``prompt_length``)
+    fused_attention: bool = True  # false: exported with --allow-unfused
     task: Literal["embed"] = "embed"
 
 
@@ -64,8 +66,11 @@ class RerankManifest(BaseModel):
     outputs: list[str]
     num_labels: int
     activation: Literal["sigmoid", "identity", "softmax", "tanh"]
-    prompts: dict[str, str] = {}  # none for rerankers; here so every manifest answers the same questions
+    # None for rerankers: here so every manifest answers the same questions.
+    prompts: dict[str, str] = {}
     default_prompt_name: str | None = None
+    include_prompt: bool = True
+    fused_attention: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,10 @@ def open_artifact(path: str | Path) -> Artifact:
     missing = {"input_ids", "attention_mask"} - set(manifest.inputs)
     if missing:
         raise ArtifactError(f"{path}: model inputs lack {sorted(missing)}")
-    unknown = set(manifest.inputs) - set(PADDED_INPUTS)
+    unknown = set(manifest.inputs) - set(PADDED_INPUTS) - {PROMPT_LENGTH}
     if unknown:
         raise ArtifactError(f"{path}: model inputs {sorted(unknown)} are not ones this server fills "
-                            f"(it feeds {', '.join(PADDED_INPUTS)})")
+                            f"(it feeds {', '.join((*PADDED_INPUTS, PROMPT_LENGTH))})")
     if isinstance(manifest, RerankManifest):
         if LOGITS not in manifest.outputs:
             raise ArtifactError(f"{path}: a rerank model's outputs lack 'logits'")
@@ -126,6 +131,9 @@ def open_artifact(path: str | Path) -> Artifact:
             raise ArtifactError(f"{path}: a reranker has one label; this model has {manifest.num_labels} "
                                 "(a pair classifier), so there is no one score to rank by")
         return Artifact(path=path, manifest=manifest, raw_manifest=raw)
+    if (PROMPT_LENGTH in manifest.inputs) == manifest.include_prompt:
+        raise ArtifactError(f"{path}: manifest include_prompt={manifest.include_prompt} contradicts the model's "
+                            f"inputs {manifest.inputs} ({PROMPT_LENGTH} is an input exactly when it is false)")
     missing = {SENTENCE, TOKENS} - set(manifest.outputs)
     if missing:
         raise ArtifactError(f"{path}: model outputs lack {sorted(missing)}")

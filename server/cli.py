@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     for name, artifact in artifacts.items():
         m = artifact.manifest
+        if not m.fused_attention:
+            log.warning("%s was exported with --allow-unfused: its attention runs as plain ONNX ops, slower than "
+                        "the fused kernels", artifact.name)
         log.info("serving %s as %r (%s, %s, dim %d) on %s with %d %s worker(s) of %d thread(s)", artifact.name, name,
                  m.task, m.precision, m.hidden_size, settings.endpoint, settings.workers, settings.device,
                  settings.threads_per_worker)

@@ -59,6 +59,7 @@ class EncodeJob:
     dim: int
     dimensions: int | None = None  # keep only the first ``dimensions`` of each vector (Matryoshka)
     normalized: bool = False  # the vectors are unit length: re-normalize them after cutting
+    prompt_length: int = 0  # tokens of the prompt in each text, for models that pool without them
     pieces: list[list[str]] | None = None
     num_tokens: int = 0
     received_at: float = field(default_factory=time.monotonic)  # when the server read it
@@ -164,6 +165,7 @@ class RerankJob:
     failed: bool = False
     num_tokens: int = 0
     pieces: None = None
+    prompt_length: int = 0  # rerankers take no prompt
     _logits: np.ndarray | None = None
     _remaining: int = 0
 

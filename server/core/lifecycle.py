@@ -19,7 +19,7 @@ import numpy as np
 
 from zeroembed.client.protocol import EncodeOptions, ErrorCode, Op, Request, RerankOptions
 
-from ..artifact import ArtifactManifest, RerankManifest
+from ..artifact import PROMPT_LENGTH, ArtifactManifest, RerankManifest
 from ..config import RequestLimits
 from ..metrics import Metrics
 from .batcher import Batch, Batcher, Item, Owner
@@ -78,6 +78,8 @@ class RequestCore:
         self.workers: WorkerSide | None = None  # attached once the worker side exists (it needs the core)
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.jobs: dict[EncodeJob | RerankJob, None] = {}
+        # Models that pool without the prompt are told each row's prompt length: counted once per prompt.
+        self._prompt_tokens: dict[str, int] | None = {} if PROMPT_LENGTH in manifest.inputs else None
         self.queued_texts = 0  # texts of ``jobs``, kept as a count: checked on every request
 
     def attach(self, workers: WorkerSide) -> None:
@@ -118,6 +120,10 @@ class RequestCore:
         prompt = self._prompt(options)
         if prompt:
             texts = [prompt + text for text in texts]
+            if self._prompt_tokens is not None:
+                if prompt not in self._prompt_tokens:
+                    self._prompt_tokens[prompt] = self.tokenizer.prompt_length(prompt)
+                job.prompt_length = self._prompt_tokens[prompt]
         if not texts:
             self._finish(job)
             return
@@ -237,7 +243,7 @@ class RequestCore:
             now = self.clock()
             self.batcher.add(
                 Item(owner=job, index=i, length=int(offsets[i + 1] - offsets[i]), enqueued_at=now,
-                     payload=tokenized.ids[offsets[i]:offsets[i + 1]],
+                     payload=tokenized.ids[offsets[i]:offsets[i + 1]], prompt_length=job.prompt_length,
                      split=None if splits is None else int(splits[i]))
                 for i in to_run
             )

@@ -99,6 +99,15 @@ class TextTokenizer:
         finally:
             self._tokenizer.enable_truncation(self.max_length)
 
+    def prompt_length(self, prompt: str) -> int:
+        """How many leading tokens of ``prompt + text`` are the prompt's, as sentence-transformers counts:
+        the prompt alone with special tokens, less a trailing special one ([SEP], </s>)."""
+        encoding = self._tokenizer.encode(prompt)
+        length = len(encoding.ids)
+        if length and encoding.special_tokens_mask[-1]:
+            length -= 1
+        return length
+
     def count_tokens(self, text: str | list[str]) -> int:
         """Tokens of ``text`` without truncation, for error messages."""
         self._tokenizer.no_truncation()

@@ -50,7 +50,7 @@ from .bert_wire import (
 )
 from ..errors import StartupError
 from ..config import host_port
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ class _Statistic:
 class BertAdapter:
     """The bert-as-service front end: ``start()`` binds (or raises StartupError), ``stop()`` drains and closes."""
 
-    def __init__(self, internal_endpoint: str, metrics: Metrics, *, bind: str, port: int, port_out: int,
+    def __init__(self, internal_endpoint: str, metrics: ModelMetrics, *, bind: str, port: int, port_out: int,
                  max_message_bytes: int, request_timeout_s: float, beside_curve: bool = False,
-                 hold_s: float = 30.0, max_held: int = 10_000, max_held_bytes: int = 256 * 2**20) -> None:
+                 hold_s: float = 30.0, max_held: int = 10_000, max_held_bytes: int = 256 * 2**20,
+                 pending_timeout_s: float | None = None) -> None:
         self.port, self.port_out = port, port_out
         self.max_message_bytes = max_message_bytes
         self.beside_curve = beside_curve  # the ZeroMQ port is CurveZMQ-only: warn that these ports are not
@@ -109,7 +110,7 @@ class BertAdapter:
         self.endpoint_in = f"tcp://{host_port(bind, port)}"
         self.endpoint_out = f"tcp://{host_port(bind, port_out)}"
         # the server answers every request (with a timeout error at worst); this is a backstop
-        self._pending_timeout_s = request_timeout_s + 30.0
+        self._pending_timeout_s = request_timeout_s + 30.0 if pending_timeout_s is None else pending_timeout_s
         self._ids = itertools.count()
         self._pending: dict[str, _Pending] = {}
         self._subscribers: set[bytes] = set()

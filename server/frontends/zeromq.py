@@ -136,9 +136,9 @@ class ZmqFrontEnd:
         """Stop workers and close sockets. Idempotent."""
         if self._context.closed:
             return
+        self.bridge.close()  # first: in-process callers are answered at once, not after the workers stop
         for model in self.models.values():
             model.close()
-        self.bridge.close()
         self.front.close()
         self.internal.close()
         if self._curve is not None:

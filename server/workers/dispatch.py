@@ -28,6 +28,7 @@ from ..errors import StartupError
 from ..metrics import Metrics
 from .channel import Channel, ChannelError, listen
 from .messages import BATCH, FAILED, FATAL, READY, RESULT, STOP, dumps, loads
+from .padding import PROMPT_LENGTH
 from .pool import WorkerHandle, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Dispatcher:
         # next the moment one finishes instead of waiting a round trip through the broker, and it sees
         # the backlog that makes running batches side by side pay (worker.py).
         self.depth = 2 * config.parallel_batches
+        self._send_prompt_lengths = PROMPT_LENGTH in inputs
         self.in_flight: dict[int, InFlight] = {}
         self._batch_ids = itertools.count()
 
@@ -170,11 +172,17 @@ class Dispatcher:
             item.attempts += 1
         ids = np.concatenate([item.payload for item in batch.items])
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
+        header: dict = {"batch": flight.id, "outputs": outputs}
+        extra = []
+        if self._send_prompt_lengths:
+            extra.append(np.fromiter((item.prompt_length for item in batch.items), dtype=np.int64,
+                                     count=len(batch.items)))
+        if batch.items[0].split is not None:  # (query, document) pairs: where each document starts, last
+            header["splits"] = True
+            extra.append(np.fromiter((item.split for item in batch.items), dtype=np.int32, count=len(batch.items)))
+        frames = [BATCH, dumps(header), ids, lengths, *extra]
         worker.batches.append(flight)
         self.in_flight[flight.id] = flight
-        frames = [BATCH, dumps({"batch": flight.id, "outputs": outputs}), ids, lengths]
-        if batch.items[0].split is not None:  # (query, document) pairs: where each document starts
-            frames.append(np.fromiter((item.split for item in batch.items), dtype=np.int32, count=len(batch.items)))
         try:
             if not worker.channel.send(frames):
                 self._selector.modify(worker.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)

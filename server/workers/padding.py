@@ -21,6 +21,8 @@ PADDING_MODEL = Path(__file__).with_name("padding.onnx")
 # In: "ids", int32 (tokens,), every text's ids back to back, and "lengths", int32 (batch,).
 # Out: the encoder inputs below, int64 (batch, longest).
 PADDED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: A model input fed per row rather than padded: how many leading tokens are the prompt's (include_prompt=False).
+PROMPT_LENGTH = "prompt_length"
 PAD_ID = 0  # what padded positions hold; the attention mask hides them, so any id would do
 
 

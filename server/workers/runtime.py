@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .padding import PADDING_MODEL
+from .padding import PADDING_MODEL, PROMPT_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,17 @@ class EncoderRuntime:
         self.provider = self._alone.get_providers()[0]
         # OrtValues live where the provider computes; "cpu" binds numpy memory directly.
         self._device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self._inputs = list(inputs)  # each one an output of the padding graph (checked with the artifact)
+        # Each one an output of the padding graph (checked with the artifact); prompt_length is fed per row.
+        self._takes_prompt_length = PROMPT_LENGTH in inputs
+        self._inputs = [name for name in inputs if name != PROMPT_LENGTH]
 
     def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str], *,
-            alone: bool = True, splits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            alone: bool = True, prompt_lengths: np.ndarray | None = None,
+            splits: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Encode one batch. ``ids`` (int32) holds every text's ids back to back; ``lengths`` (int32) splits them.
 
-        ``alone=False`` runs it on the one-thread session, beside other batches.
+        ``alone=False`` runs it on the one-thread session, beside other batches. ``prompt_lengths``
+        (int64, one per text) feeds models that pool without the prompt's tokens (0 where none).
         ``splits`` (int32, one per row) marks a batch of (query, document) pairs: row
         ``i``'s token type is 1 from position ``splits[i]`` to its end, 0 elsewhere.
         Returns each requested output; ``token_embeddings`` comes back flat, real
@@ -105,10 +109,14 @@ class EncoderRuntime:
         """
         session = self._alone if alone else self._side_by_side
         types = splits is not None and "token_type_ids" in self._inputs
+        if self._takes_prompt_length and prompt_lengths is None:
+            prompt_lengths = np.zeros(len(lengths), dtype=np.int64)
         if len(lengths) == 1:
             feeds = self._one_text_feeds(ids)
             if types:
                 feeds["token_type_ids"][0, int(splits[0]):] = 1
+            if self._takes_prompt_length:
+                feeds[PROMPT_LENGTH] = np.asarray(prompt_lengths, dtype=np.int64)
             results = dict(zip(outputs, session.run(list(outputs), feeds)))
         else:
             binding = session.io_binding()
@@ -118,6 +126,8 @@ class EncoderRuntime:
                     # run); the padding graph's all-zero ones serve single texts.
                     value = ort.OrtValue.ortvalue_from_numpy(_pair_types(lengths, splits), self._device, 0)
                 binding.bind_ortvalue_input(name, value)
+            if self._takes_prompt_length:
+                binding.bind_cpu_input(PROMPT_LENGTH, np.asarray(prompt_lengths, dtype=np.int64))
             for name in outputs:
                 binding.bind_output(name, self._device)
             session.run_with_iobinding(binding)

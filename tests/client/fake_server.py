@@ -7,6 +7,8 @@ arrival order; plain replies once it is empty):
 * ``Reply(delay=s)``            answer normally, ``s`` seconds late
 * ``Error(code, message, index)``  answer with an error
 * ``Silent()``                  never answer
+* ``Hold(until, reply)``        answer once ``until()`` is true (checked every 10 ms), with ``reply(request)``'s
+                                frames if given: a reply released by an event, not by a delay
 * any callable ``(request) -> frames``  answer with exactly those frames
 """
 
@@ -18,6 +20,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +71,12 @@ class Error:
 @dataclass
 class Silent:
     pass
+
+
+@dataclass
+class Hold:
+    until: Callable[[], bool]
+    reply: Callable[[Request], list] | None = None
 
 
 def answer(request: Request) -> list:
@@ -121,6 +130,7 @@ class FakeServer:
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self._ready.set()
         due: list = []  # heap of (time, seq, identity, frames): delayed replies never block others
+        held: list = []  # (Hold, identity, request): sent once their condition holds
         seq = itertools.count()
         try:
             while not self._stop.is_set():
@@ -128,11 +138,18 @@ class FakeServer:
                 if router.poll(wait):
                     identity, *frames = router.recv_multipart()
                     reply, delay = self._handle(frames)
-                    if reply is not None:
+                    if isinstance(reply, Hold):
+                        held.append((reply, identity, self.requests[-1]))
+                    elif reply is not None:
                         heapq.heappush(due, (time.monotonic() + delay, next(seq), identity, reply))
                 while due and due[0][0] <= time.monotonic():
                     _, _, identity, reply = heapq.heappop(due)
                     router.send_multipart([identity, *reply])
+                    self.replies_sent += 1
+                released = [h for h in held if h[0].until()]
+                held = [h for h in held if not any(h is r for r in released)]
+                for hold, identity, request in released:
+                    router.send_multipart([identity, *(hold.reply or answer)(request)])
                     self.replies_sent += 1
         finally:
             router.close(linger=0)
@@ -150,6 +167,8 @@ class FakeServer:
             delay += hashlib.blake2b(request.id.encode(), digest_size=1).digest()[0] / 255 * 0.02
         if isinstance(action, Silent):
             return None, 0.0
+        if isinstance(action, Hold):
+            return action, 0.0
         if isinstance(action, Error):
             return encode_error(request.id, ErrorCode(action.code), action.message, action.index), delay
         if callable(action):

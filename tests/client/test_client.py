@@ -149,7 +149,9 @@ def test_silent_server_times_out_naming_endpoint_and_timeout(server):
         start = time.monotonic()
         with pytest.raises(ServerTimeout) as info:
             client.encode(["a"])
-    assert 0.25 < time.monotonic() - start < 2
+    # A deadline is the behaviour: the call waits its timeout (lower bound: load cannot break it) and then
+    # gives up (upper bound with 5 s of slack for a loaded machine; a client that never gives up hangs).
+    assert 0.3 <= time.monotonic() - start < 0.3 + 5
     assert server.endpoint in str(info.value) and "0.3" in str(info.value)
 
 
@@ -158,8 +160,7 @@ def test_late_reply_never_reaches_the_next_call(server):
     with Client(server.endpoint, timeout=0.15) as client:
         with pytest.raises(ServerTimeout):
             client.encode(["first"])
-        server.wait_for_replies(1)  # the late reply to "first" is now on its way to our socket
-        time.sleep(0.05)
+        server.wait_for_replies(1)  # the late reply to "first" is on its way, ahead of any reply to "second"
         np.testing.assert_array_equal(client.encode(["second"]), sentence_vectors(["second"]))
 
 
@@ -234,7 +235,8 @@ def test_no_server_times_out_quickly(dead_endpoint):
             client.encode(["a"])
         with pytest.raises(ServerTimeout):
             client.status()
-    assert time.monotonic() - start < 2
+    # A deadline is the behaviour: two calls of 0.2 s each give up, with 5 s of slack for a loaded machine.
+    assert time.monotonic() - start < 2 * 0.2 + 5
 
 
 def test_timeout_none_waits_for_a_slow_reply(server):

@@ -5,15 +5,22 @@ The harness itself is the server package's (``zeroembed.server.launch``), shared
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import zmq
 
 from zeroembed.server.launch import ServerProcess, free_port
 
-__all__ = ["RunningServer", "free_port", "raw_socket", "start_server", "wait_ready"]
+__all__ = ["RunningServer", "free_port", "http_call", "raw_socket", "start_server", "wait_ready", "wait_until"]
+
+T = TypeVar("T")
 
 RunningServer = ServerProcess
 
@@ -49,3 +56,28 @@ def raw_socket(endpoint: str, kind: int = zmq.DEALER, timeout_ms: int = 5000) ->
     finally:
         sock.close()
         context.term()
+
+
+def wait_until(predicate: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; AssertionError naming ``what``
+    after ``timeout`` (a backstop against hanging, generous because 2 loaded cores can be slow)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:g}s")
+        time.sleep(interval)
+
+
+def http_call(port: int, path: str, body: Any = None, *, timeout: float = 60.0) -> tuple[int, Any]:
+    """``POST`` ``body`` as JSON (``GET`` when it is None) to a server's HTTP port; (status, decoded JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -113,10 +113,10 @@ def test_frozen_worker_holding_two_batches_loses_neither(default_artifact, tmp_p
         threads = [threading.Thread(target=send, args=(name, [text])) for name, text in (("a", short), ("b", long_))]
         for thread in threads:
             thread.start()
-        with server.client(timeout=5) as client:
-            wait_for(lambda: any(w["batches"] == 2 for w in client.status()["workers"]), timeout=5, interval=0.02)
         for thread in threads:
             thread.join(60)
+        # The broker's own account of the worker it replaced (read after the fact, not raced for in status).
+        assert "oldest of its 2 batches" in server.log(), server.log()
         np.testing.assert_allclose(results["a"][0], expected[0], atol=1e-5)
         np.testing.assert_allclose(results["b"][0], expected[1], atol=1e-5)
         pids = wait_for(lambda: (p := ready_pids(server)) and before not in p and p, timeout=20)
@@ -165,12 +165,11 @@ def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
     pids = ready_pids(server)
     try:
         os.kill(pids[0], signal.SIGSTOP)
-        with server.client(timeout=10) as client:
-            started = time.monotonic()
+        with server.client(timeout=60) as client:
             with pytest.raises(ServerTimeout) as info:
                 client.encode(["nobody will run this"])
-            assert info.value.code.value == "timeout"  # the server's answer, not the client giving up
-            assert time.monotonic() - started < 5
+        # The server's answer, not the client giving up (its 60 s would say "no reply from ...").
+        assert info.value.code.value == "timeout" and "the server's 1s request timeout" in info.value.message
     finally:
         os.kill(pids[0], signal.SIGCONT)
         assert server.stop() == 0, server.log()
@@ -184,22 +183,26 @@ def gauges(server: RunningServer) -> dict[str, float]:
 
 
 def test_gauges_show_the_work_in_progress_when_scraped(default_artifact, tmp_path):
+    # The worker may hold 2 × 2 batches; it is frozen for as long as the scrapes take, never declared stuck.
     server = start_server(default_artifact, tmp_path, "--workers", "1", "--parallel-batches", "2",
-                          "--request-timeout-s", "3")  # the worker may hold 2 × 2 batches
+                          "--batch-timeout-s", "600")
     pids = ready_pids(server)
     try:
         os.kill(pids[0], signal.SIGSTOP)  # the batches sent to it stay in flight
-        with raw_socket(server.endpoint, timeout_ms=10_000) as sock:
+        with raw_socket(server.endpoint, timeout_ms=60_000) as sock:
             # Lengths too far apart to share a batch: three batches, all held by the one worker.
             texts = ["one", "one two three four five six seven eight", " ".join(["word"] * 30)]
             sock.send_multipart(encode_request("held", texts, EncodeOptions()))
             assert wait_for(lambda: gauges(server) == {"zeroembed_queue_depth": 0.0, "zeroembed_in_flight_texts": 3.0,
                                                       "zeroembed_busy_workers": 1.0})
-            reply = decode_reply(sock.recv_multipart())  # the server's timeout answers it
-        assert not reply.ok and reply.error["code"] == "timeout"
-        assert gauges(server)["zeroembed_in_flight_texts"] == 0.0
+            os.kill(pids[0], signal.SIGCONT)
+            reply = decode_reply(sock.recv_multipart())
+        assert reply.ok and reply.arrays[0].shape == (3, 384)
+        assert gauges(server) == {"zeroembed_queue_depth": 0.0, "zeroembed_in_flight_texts": 0.0,
+                                  "zeroembed_busy_workers": 0.0}
     finally:
-        os.kill(pids[0], signal.SIGCONT)
+        if _alive(pids[0]):
+            os.kill(pids[0], signal.SIGCONT)
         assert server.stop() == 0, server.log()
 
 
@@ -245,7 +248,7 @@ def test_random_message_storm_then_correct_vectors(server):
 def test_oversized_message_is_dropped_and_the_server_serves_on(default_artifact, tmp_path):
     server = start_server(default_artifact, tmp_path, "--max-message-bytes", "4096")
     try:
-        with pytest.raises(ServerTimeout):
+        with pytest.raises(ServerTimeout):  # dropped, so never answered: only the client's timeout ends the wait
             with server.client(timeout=1.5) as client:
                 client.encode(["x" * 10_000])
         with server.client() as client:
@@ -263,20 +266,23 @@ def _alive(pid: int) -> bool:
 
 
 def test_flood_past_max_queue_gets_prompt_busy_and_nothing_is_lost(default_artifact, tmp_path):
-    server = start_server(default_artifact, tmp_path, "--max-queue", "64")
+    server = start_server(default_artifact, tmp_path, "--max-queue", "64", "--workers", "1",
+                          "--batch-timeout-s", "600")
+    (worker,) = ready_pids(server)
     try:
+        os.kill(worker, signal.SIGSTOP)  # nothing finishes: a busy answer cannot have waited for room
         with raw_socket(server.endpoint, timeout_ms=60_000) as sock:
             texts = [f"flood text {i} " + "word " * 30 for i in range(16)]
-            started = time.monotonic()
             for i in range(60):  # 960 texts at once against a queue of 64
                 sock.send_multipart(encode_request(f"flood-{i}", texts, EncodeOptions()))
-            busy_after: list[float] = []
-            for _ in range(60):  # every request is answered: a vector or busy, none lost
-                reply = decode_reply(sock.recv_multipart())
-                if not reply.ok:
-                    assert reply.error["code"] == "busy", reply.error
-                    busy_after.append(time.monotonic() - started)
-        assert busy_after and len(busy_after) < 60  # some ran, the rest were refused...
-        assert max(busy_after) < 2.0  # ...at once, not after waiting in line
+            # The queue takes four requests; the other 56 are refused at once, while the worker is still frozen.
+            refused = [decode_reply(sock.recv_multipart()) for _ in range(56)]
+            assert all(not r.ok and r.error["code"] == "busy" for r in refused), refused[0]
+            os.kill(worker, signal.SIGCONT)
+            served = [decode_reply(sock.recv_multipart()) for _ in range(4)]  # none lost
+        assert all(r.ok and r.arrays[0].shape == (16, 384) for r in served)
+        assert {r.id for r in refused + served} == {f"flood-{i}" for i in range(60)}
     finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGCONT)
         assert server.stop() == 0, server.log()

@@ -17,7 +17,13 @@ import zmq
 
 from zeroembed.cli import main
 from zeroembed.client.protocol import EncodeOptions, decode_reply, encode_reply, encode_request
-from zeroembed.server.frontends.bert_wire import BERT_PROTOCOL_VERSION, BertRequestError, error_reply, parse_request
+from zeroembed.server.frontends.bert_wire import (
+    BERT_PROTOCOL_VERSION,
+    BertRequestError,
+    error_reply,
+    parse_request,
+    vectors_reply,
+)
 from zeroembed.server.config import load_settings
 from zeroembed.server.metrics import Metrics
 
@@ -229,7 +235,6 @@ def test_bad_payloads_get_errors_and_do_not_stall_others(bert_server):
             (b"TERMINATION", "invalid_request"),
             (b"\xff\xfe", "malformed"),
         ]
-        time.sleep(0.3)  # the subscription is in place (and held replies would come anyway)
         for i, (payload, _) in enumerate(bad, start=1):
             raw.send(raw.identity, payload, b"%d" % i, b"1")
         raw.send(raw.identity, b'["x"]')  # two frames, no request id: nobody can be told, logged and counted
@@ -420,13 +425,120 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
         for i in range(3):  # three replies for a client that never subscribes; room to hold two
             push.send_multipart([b"ghost", b'["x"]', b"%d" % i, b"1"])
         broker.answer(3)
-        wait_for(lambda: sample("zeroembed_bert_expired_replies_total") == 1, timeout=5)
+        wait_for(lambda: sample("zeroembed_bert_expired_replies_total") == 1, timeout=30)
         assert sample("zeroembed_bert_held_replies") == 2  # bounded by count, the oldest went first
-        wait_for(lambda: sample("zeroembed_bert_expired_replies_total") == 3, timeout=5)  # then by time
+        # Then by time (hold_s = 2 s); the 30 s is a backstop for a loaded machine, not the bound tested.
+        wait_for(lambda: sample("zeroembed_bert_expired_replies_total") == 3, timeout=30)
         assert sample("zeroembed_bert_held_replies") == 0
         assert adapter._held == {} and not adapter._held_fifo  # nothing left behind
     finally:
         push.close()
         context.term()
         adapter.stop()
+        broker.close()
+
+
+class InProcessAdapter:
+    """A BertAdapter in this process before ``internal_endpoint`` (a StandInBroker's, or nobody's), with a
+    subscribed client: ``send`` PUSHes a request, ``recv`` takes a reply."""
+
+    def __init__(self, internal_endpoint: str, **bounds) -> None:
+        from zeroembed.server.frontends.bert import BertAdapter
+
+        self.port, port_out = free_port(), free_port()
+        self.metrics = Metrics()
+        self.adapter = BertAdapter(internal_endpoint, self.metrics.for_model("m"), bind="127.0.0.1", port=self.port,
+                                   port_out=port_out, max_message_bytes=2**20, request_timeout_s=120.0, **bounds)
+        self.context = zmq.Context()
+        self.push = self.context.socket(zmq.PUSH)
+        self.sub = self.context.socket(zmq.SUB)
+        for sock in (self.push, self.sub):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"me")
+        self.sub.connect(f"tcp://127.0.0.1:{port_out}")
+        self.push.connect(f"tcp://127.0.0.1:{self.port}")
+
+    def send(self, req_id: int, client: bytes = b"me") -> None:
+        self.push.send_multipart([client, b'["x"]', b"%d" % req_id, b"1"])
+
+    def recv(self) -> tuple[int, dict]:
+        assert self.sub.poll(20_000), "no reply"
+        frames = self.sub.recv_multipart()
+        return int(frames[-1]), json.loads(frames[1])
+
+    def sample(self, name: str, **labels) -> float:
+        return self.metrics.registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
+
+    def close(self) -> None:
+        self.push.close()
+        self.sub.close()
+        self.context.term()
+        self.adapter.stop()
+
+
+def test_held_replies_are_bounded_by_bytes(tmp_path):
+    broker = StandInBroker(tmp_path)
+    # What one held reply weighs (the stand-in answers every request with one 4-float vector): room for one.
+    one = sum(len(f) for f in vectors_reply(b"ghost", b"0", "<f4", [1, 4], bytes(16), [["x"]]))
+    side = InProcessAdapter(broker.endpoint, hold_s=600.0, max_held=100, max_held_bytes=one * 3 // 2)
+    side.adapter.start()
+    try:
+        for i in range(3):  # for a client that never subscribes: only the byte bound can release them
+            side.send(i, client=b"ghost")
+        broker.answer(3)
+        wait_for(lambda: side.sample("zeroembed_bert_expired_replies_total") == 2, timeout=10)
+        assert side.sample("zeroembed_bert_held_replies") == 1
+    finally:
+        side.close()
+        broker.close()
+
+
+def test_a_full_queue_to_the_broker_answers_busy(tmp_path):
+    # Nobody serves the internal endpoint: the adapter's DEALER queues up to its high-water mark (1000), then
+    # refuses; those requests are answered busy at once instead of piling up.
+    side = InProcessAdapter(f"ipc://{tmp_path / 'nobody'}")
+    side.adapter.start()
+    try:
+        for i in range(1200):
+            side.send(i)
+        req_id, reply = side.recv()
+        assert reply["error"]["code"] == "busy" and "queue to the model is full" in reply["error"]["message"]
+        assert req_id >= 1000  # the first thousand were queued, not refused
+        wait_for(lambda: side.sample("zeroembed_bert_errors_total", code="busy") >= 150, timeout=10)
+    finally:
+        side.close()
+
+
+def test_backstop_answers_timeout_when_the_broker_never_does(tmp_path):
+    broker = StandInBroker(tmp_path)  # takes the request and never answers
+    # The backstop is the server's request timeout + 30 s by default; shortened here to reach it.
+    side = InProcessAdapter(broker.endpoint, pending_timeout_s=0.5)
+    side.adapter.start()
+    try:
+        side.send(7)
+        assert broker.router.poll(5000)  # the request reached the broker, which stays silent
+        req_id, reply = side.recv()
+        assert (req_id, reply["error"]["code"]) == (7, "timeout")
+        assert "did not answer in time" in reply["error"]["message"]
+    finally:
+        side.close()
+        broker.close()
+
+
+def test_stop_answers_what_the_broker_left_unanswered_with_shutting_down(tmp_path):
+    broker = StandInBroker(tmp_path)
+    side = InProcessAdapter(broker.endpoint)
+    side.adapter.start()
+    try:
+        side.send(1)
+        broker.answer(1)
+        assert side.recv()[0] == 1  # held until the subscription arrived: it is in place now
+        side.send(2)
+        assert broker.router.poll(5000)  # forwarded, pending in the adapter; the broker will never answer
+        broker.router.recv_multipart()
+        side.adapter.stop()
+        req_id, reply = side.recv()
+        assert (req_id, reply["error"]["code"]) == (2, "shutting_down")
+    finally:
+        side.close()
         broker.close()

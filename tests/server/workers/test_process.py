@@ -17,10 +17,16 @@ from zeroembed.server.workers.process import WorkerLoop
 
 
 class FakeRuntime:
-    """Echoes each text's length as its vector; records how it was asked to run; batch 99 fails."""
+    """Echoes each text's length as its vector; records how it was asked to run; batch 99 fails.
 
-    def __init__(self, run_s: float = 0.05) -> None:
+    ``together``: the first that many runs wait for each other (10 s at most, then they fail), so a test
+    proves they ran at the same time instead of hoping a sleep made them overlap.
+    """
+
+    def __init__(self, run_s: float = 0.05, together: int = 0) -> None:
         self.run_s = run_s
+        self._meet = threading.Barrier(together) if together else None
+        self._meetings = together
         self.calls: list[tuple[int, bool]] = []
         self.running = 0
         self.most_at_once = 0
@@ -31,8 +37,12 @@ class FakeRuntime:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
             self.calls.append((int(ids[0]), alone))
+            meet, self._meetings = self._meetings > 0, self._meetings - 1
         try:
-            time.sleep(self.run_s)
+            if meet:
+                self._meet.wait(10)
+            else:
+                time.sleep(self.run_s)  # stands for the model's run time; nothing waits on it
             if ids[0] == 99:
                 raise RuntimeError("this batch is poison")
             return {name: lengths.astype(np.float32)[:, None].repeat(3, axis=1) for name in outputs}
@@ -114,7 +124,7 @@ def test_a_lone_batch_runs_alone_on_every_thread(worker):
 
 def test_batches_waiting_together_run_side_by_side_never_more_than_parallel(worker):
     start, send, receive = worker
-    runtime = FakeRuntime()
+    runtime = FakeRuntime(together=2)  # the first two can only finish by running at the same time
     for batch_id in range(1, 6):  # all waiting before the loop starts
         send(batch_id, [batch_id])
     start(runtime, parallel=2)
