@@ -166,8 +166,9 @@ class WorkerLoop:
 
 def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    pairs = {} if batch.splits is None else {"splits": batch.splits}  # only rerankers' batches carry splits
-    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone,
-                          prompt_lengths=batch.prompt_lengths, **pairs)
+    # Only the batches of models that take them carry prompt lengths or (rerankers) splits.
+    extra = {name: value for name, value in (("prompt_lengths", batch.prompt_lengths), ("splits", batch.splits))
+             if value is not None}
+    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone, **extra)
     arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in batch.header["outputs"]]
     return arrays, time.perf_counter() - started
