@@ -25,7 +25,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 # The CPU wheel of torch (~200 MB) from PyTorch's index: the export runs on CPU, and PyPI's default
 # Linux wheel would pull several GB of CUDA libraries into a stage that is thrown away anyway.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# TORCH_INDEX_URL: a mirror of that index, for builds that cannot reach it.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 COPY --from=source /src /src
 RUN pip install "/src[export]"
 

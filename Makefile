@@ -1,11 +1,12 @@
 # Two entry points for a newcomer on a fresh machine:
 #   make serve   set everything up, then serve the default model
 #   make test    set everything up, then run the tests
+# CI also runs `make image-test`: the CPU image built from the Dockerfile and run (root; podman, no Docker).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup serve test lint clean
+.PHONY: setup serve test image-test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,11 @@ serve: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Installs podman, buildah and debootstrap if missing (apt), then tests/deploy/test_image.py (docs/deploy.md).
+image-test: setup
+	deploy/image/install-tools.sh
+	$(BIN)/python -m pytest --image tests/deploy/test_image.py
 
 lint: setup
 	$(BIN)/hadolint --failure-threshold warning Dockerfile

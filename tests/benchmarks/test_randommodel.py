@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-pytest.importorskip("torch", reason="building a model needs torch")
+from ..dependencies import require
+
+require("torch", "export")
 
 from zeroembed.benchmarks.randommodel import main, make_random_bert, make_random_cross_encoder  # noqa: E402
 

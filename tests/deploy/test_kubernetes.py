@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-yaml = pytest.importorskip("yaml")
+from ..dependencies import missing, require
+
+yaml = require("yaml", "dev")
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
@@ -27,7 +29,7 @@ def load_all() -> dict[str, dict]:
 def test_manifests_validate_strictly():
     tool = shutil.which("kubernetes-validate") or str(Path(sys.executable).parent / "kubernetes-validate")
     if not Path(tool).exists():
-        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate)")
+        missing("kubernetes-validate", "dev")
     assert MANIFESTS
     result = subprocess.run([tool, "--strict", *map(str, MANIFESTS)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

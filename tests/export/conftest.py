@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..dependencies import require
+
 # Texts the exporter never saw (neither parity validation nor int8 calibration).
 UNSEEN_TEXTS = [
     "The cat sat quietly on the warm windowsill.",
@@ -78,7 +80,7 @@ def unseen_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def sentence_transformer():
     """The default model under sentence-transformers, on CPU: the reference users know."""
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers", "dev")
     from zeroembed.export import default_model_dir
 
     return st.SentenceTransformer(str(default_model_dir()), device="cpu")

@@ -15,10 +15,11 @@ import pytest
 
 from zeroembed.export import Manifest, export_model
 
+from ..dependencies import require
 from .conftest import UNSEEN_TEXTS
 from .stmodels import LAYERS, compare_with_st, load_st, make_st_model, run_artifact
 
-pytest.importorskip("sentence_transformers")
+require("sentence_transformers", "dev")
 
 PROMPTS = {"query": "query: ", "passage": "Represent this passage for retrieving supporting documents: "}
 MODES = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]

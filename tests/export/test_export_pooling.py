@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-st_modules = pytest.importorskip("sentence_transformers.sentence_transformer.modules")
+from ..dependencies import require
+
+torch = require("torch", "export")
+st_modules = require("sentence_transformers.sentence_transformer.modules", "dev")
 
 from zeroembed.export.head import POOLING_MODES, Head  # noqa: E402
 from zeroembed.export.pooling import build_head  # noqa: E402

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="exporting needs the 'export' extra")
-st = pytest.importorskip("sentence_transformers")
+from ..dependencies import require
+
+require("torch", "export")
+st = require("sentence_transformers", "dev")
 
 from zeroembed.benchmarks.randommodel import make_random_cross_encoder  # noqa: E402
 from zeroembed.export import ExportError, QualityGateError, export_model  # noqa: E402

@@ -10,6 +10,8 @@ import pytest
 from zeroembed.export import DEFAULT_MODEL_NAME, ExportError, default_model_dir
 from zeroembed.export.source import resolve_source
 
+from ..dependencies import require
+
 
 def _bert_dir(path: Path, **config: object) -> Path:
     path.mkdir()
@@ -221,7 +223,7 @@ def test_missing_weights_and_tokenizer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("do_lower_case", [True, False])
 def test_do_lower_case_lowercases_like_sentence_transformers(tmp_path: Path, do_lower_case: bool) -> None:
     """Old sentence-transformers folders say do_lower_case beside a cased tokenizer; ST lowercases first."""
-    pytest.importorskip("transformers")
+    require("transformers", "export")
     from transformers import BertTokenizerFast
 
     from zeroembed.export.tokenizer import build_tokenizer

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ..dependencies import require
 from ..server.servers import start_server
 
 
 @pytest.fixture(scope="module")
 def fp16_artifact(tmp_path_factory):
-    pytest.importorskip("torch", reason="exporting needs the 'export' extra")
+    require("torch", "export")
     from zeroembed.export import export_model
 
     out = tmp_path_factory.mktemp("fp16") / "all-MiniLM-L6-v2-fp16"

@@ -22,9 +22,10 @@ import zmq
 
 from zeroembed.client import ServerBusy
 
+from ..dependencies import require
 from .servers import RunningServer, free_port, http_call, start_server, wait_until
 
-pytest.importorskip("aiohttp")
+require("aiohttp", "server")
 pytestmark = pytest.mark.timeout(240)
 
 TEXTS = ["in flight when the signal came", "and a second text"]

@@ -10,9 +10,10 @@ import pytest
 
 from zeroembed.client import InvalidRequest
 
+from ..dependencies import require
 from .servers import start_server
 
-torch = pytest.importorskip("torch", reason="building the tiny models needs the 'export' extra")
+torch = require("torch", "export")
 
 from tests.export.stmodels import load_st, make_st_model, min_cosine  # noqa: E402
 

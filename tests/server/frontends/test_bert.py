@@ -27,9 +27,10 @@ from zeroembed.server.frontends.bert_wire import (
 from zeroembed.server.config import load_settings
 from zeroembed.server.metrics import Metrics
 
+from ...dependencies import require
 from ..servers import RunningServer, free_port, start_server, wait_ready
 
-bert_client = pytest.importorskip("bert_serving.client", reason="needs bert-serving-client==1.10.0 (dev extra)")
+bert_client = require("bert_serving.client", "dev")
 BertClient, ConcurrentBertClient = bert_client.BertClient, bert_client.ConcurrentBertClient
 
 TEXTS = [

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from ...dependencies import require
 from ..servers import RunningServer, free_port, http_call, start_server, wait_until
 
-pytest.importorskip("aiohttp")
+require("aiohttp", "server")
 
 OPENAI_ROUTES = ("/v1/embeddings", "/embeddings")
 TOO_LONG_FOR_THE_MODEL = "word " * 300  # 302 tokens: within the claimed 512, past the model's 128 positions

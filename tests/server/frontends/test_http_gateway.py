@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ...dependencies import require
 from ..servers import RunningServer, free_port, start_server
 
-openai = pytest.importorskip("openai")
-pytest.importorskip("aiohttp")
+openai = require("openai", "dev")
+require("aiohttp", "server")
 
 TEXTS = ["hello world", "The quick brown fox jumps over the lazy dog.", "naïve café — ünïcödé", "東京"]
 

@@ -9,6 +9,8 @@ from hypothesis import given, strategies as st
 
 from zeroembed.server.workers.padding import PAD_ID, PADDED_INPUTS, PADDING_MODEL, build_padding_model
 
+from ...dependencies import require
+
 
 @pytest.fixture(scope="module")
 def padder() -> ort.InferenceSession:
@@ -29,7 +31,7 @@ def reference(ids: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_shipped_graph_is_the_one_the_builder_makes():
-    onnx = pytest.importorskip("onnx")
+    onnx = require("onnx", "export")
     shipped = onnx.load(str(PADDING_MODEL))
     built = onnx.load_from_string(build_padding_model())
     assert shipped.graph == built.graph, "server/padding.onnx is stale: run python -m zeroembed.server.workers.padding"
