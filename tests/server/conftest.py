@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ..dependencies import require
 from .servers import RunningServer, start_server
 
 
@@ -26,7 +27,7 @@ def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     Its weights are wider than BERT's usual init, so the scores of different documents differ by more
     than the 1e-4 the server's scores are checked to.
     """
-    pytest.importorskip("sentence_transformers", reason="exporting a reranker needs the 'export' extra")
+    require("sentence_transformers", "export")  # exporting a reranker needs its reference
     from zeroembed.benchmarks.randommodel import make_random_cross_encoder
     from zeroembed.export import export_model
 

@@ -18,10 +18,11 @@ import pytest
 
 from zeroembed.client import AsyncClient, InvalidRequest
 
+from ...dependencies import require
 from ..servers import RunningServer, free_port, start_server
 
-pytest.importorskip("aiohttp")
-st = pytest.importorskip("sentence_transformers")
+require("aiohttp", "server")
+st = require("sentence_transformers", "export")
 
 KEY = "s3cret-key"
 MAX_DOCUMENTS = 20
@@ -189,7 +190,7 @@ def test_cohere_shaped_rerank(served, expected):
 
 
 def test_the_cohere_sdk_reranks_unmodified(served, expected):
-    cohere = pytest.importorskip("cohere")
+    cohere = require("cohere", "dev")
     base_url = f"http://127.0.0.1:{served.http_port}"
     v2 = cohere.ClientV2(api_key=KEY, base_url=base_url, timeout=60)
     response = v2.rerank(model="rerank", query=QUERY, documents=DOCUMENTS, top_n=2)
