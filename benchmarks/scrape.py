@@ -58,7 +58,16 @@ def try_scrape(urls: list[str]) -> tuple[list[Sample | None], list[str]]:
 
 
 def _delta(before: Sample, after: Sample, name: str) -> float:
-    return after.get(name, 0.0) - before.get(name, 0.0)
+    """The change of ``name``: one series (``name{labels}``), or a bare name summed over its label sets
+    (every model of a server)."""
+    if "{" in name:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+    return _total(after, name) - _total(before, name)
+
+
+def _total(sample: Sample, name: str) -> float:
+    prefix = name + "{"
+    return sum(value for key, value in sample.items() if key == name or key.startswith(prefix))
 
 
 def _sum_delta(pairs: list[tuple[Sample, Sample]], name: str) -> float:

@@ -6,15 +6,17 @@ Needs only pyzmq and numpy::
 
     with Client("tcp://127.0.0.1:5555") as client:
         vectors = client.encode(["hello world", "zeroembed"])  # float32, shape (2, dim)
+        best = client.rerank("query", ["doc a", "doc b"], top_n=1, model="rerank")  # with a reranker loaded
 
 ``AsyncClient`` is the asyncio twin. Errors are subclasses of ``ZeroEmbedError``.
 """
 
 from .aio import AsyncClient
 from .bert_compat import BertClient
+from .calls import RerankResult
 from .client import Client
 from .errors import InvalidRequest, ServerBusy, ServerError, ServerTimeout, ZeroEmbedError
-from .protocol import PROTOCOL_VERSION, EncodeOptions, ErrorCode, Output
+from .protocol import PROTOCOL_VERSION, EncodeOptions, ErrorCode, Output, RerankOptions
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -25,6 +27,8 @@ __all__ = [
     "ErrorCode",
     "InvalidRequest",
     "Output",
+    "RerankOptions",
+    "RerankResult",
     "ServerBusy",
     "ServerError",
     "ServerTimeout",

@@ -13,6 +13,10 @@ import zmq
 import zmq.asyncio
 
 from .calls import (
+    RerankResult,
+    check_rerank,
+    rank,
+    rerank_chunk,
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
@@ -83,6 +87,24 @@ class AsyncClient:
         texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, await self._call(chunks), options)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        return_documents: bool = False,
+        truncate: bool = True,
+        model: str | None = None,
+        *,
+        raw_scores: bool = False,
+    ) -> list[RerankResult]:
+        """Score each document against ``query``; arguments and result as in :meth:`Client.rerank`."""
+        documents, options = check_rerank(query, documents, top_n, return_documents,
+                                          {"truncate": truncate, "model": model, "raw_scores": raw_scores})
+        chunk = rerank_chunk(query, documents, options)
+        (reply,) = await self._call([chunk])
+        return rank(reply, documents, top_n, return_documents)
 
     async def status(self) -> dict[str, Any]:
         """Facts about the server, as its ``status`` reply gives them."""

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidRequest, ServerError, ServerTimeout, ZeroEmbedError, error_for
-from .protocol import EncodeOptions, Output, ProtocolError, Reply, decode_reply, encode_request
+from .protocol import EncodeOptions, Output, ProtocolError, Reply, RerankOptions, decode_reply, encode_request, \
+    rerank_request
 
 log = logging.getLogger("zeroembed.client")
 
@@ -230,6 +231,72 @@ def _word_pieces(chunk: Chunk, reply: Reply) -> list[list[str]]:
     if not isinstance(tokens, list) or len(tokens) != chunk.count or not all(isinstance(t, list) for t in tokens):
         raise ServerError(f"reply 'tokens' is not a list of {chunk.count} word-piece lists")
     return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """One document's place in a ``rerank`` answer: its index in the documents sent, its score, and its
+    text when ``return_documents`` was asked for."""
+
+    index: int
+    score: float
+    document: str | None = None
+
+
+def check_rerank(query: Any, documents: Any, top_n: Any, return_documents: Any, options: Mapping[str, Any]
+                 ) -> tuple[list[str], RerankOptions]:
+    """A ``rerank`` call's arguments checked before anything is sent: the documents as a list, and the
+    options; :class:`InvalidRequest` names the bad one."""
+    if not isinstance(query, str):
+        raise InvalidRequest(f"query must be a string, got {type(query).__name__}")
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, (Sequence, np.ndarray)):
+        raise InvalidRequest(f"documents must be a list of strings, got {type(documents).__name__}")
+    documents = list(documents)
+    if not documents:
+        raise InvalidRequest("documents is empty; send at least one document to rank")
+    for index, document in enumerate(documents):
+        if not isinstance(document, str):
+            raise InvalidRequest(f"documents[{index}] is {type(document).__name__}, expected a string", index=index)
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidRequest(f"top_n must be a positive int or None, got {top_n!r}")
+    if not isinstance(return_documents, bool):
+        raise InvalidRequest(f"return_documents must be True or False, got {return_documents!r}")
+    try:
+        checked = RerankOptions.checked({k: v for k, v in options.items()})
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return documents, checked
+
+
+def rerank_chunk(query: str, documents: list[str], options: RerankOptions) -> Chunk:
+    """The one request of a ``rerank`` call (the server's limit on documents applies to it whole)."""
+    request_id = new_request_id()
+    try:
+        frames = rerank_request(request_id, query, documents, options)
+    except UnicodeEncodeError:
+        if not _valid(query):
+            raise InvalidRequest("query is not valid Unicode") from None
+        error = _unencodable(documents, 0)
+        raise InvalidRequest(error.message.replace("texts[", "documents["), index=error.index) from None
+    return Chunk(0, len(documents), request_id, frames)
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def rank(reply: Reply, documents: Sequence[str], top_n: int | None, return_documents: bool) -> list[RerankResult]:
+    """A ``rerank`` reply as results, best first (ties in document order), at most ``top_n``."""
+    if len(reply.arrays) != 1 or reply.arrays[0].shape != (len(documents),) or reply.arrays[0].dtype.kind != "f":
+        got = [(a.dtype.str, a.shape) for a in reply.arrays]
+        raise ServerError(f"expected one float array of {len(documents)} scores in the reply, got {got}")
+    scores = reply.arrays[0].astype(np.float64)
+    order = np.argsort(-scores, kind="stable")[:top_n]
+    return [RerankResult(int(i), float(scores[i]), documents[i] if return_documents else None) for i in order]
 
 
 def read_status(reply: Reply) -> dict[str, Any]:

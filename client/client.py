@@ -12,6 +12,10 @@ from typing import Any
 import zmq
 
 from .calls import (
+    RerankResult,
+    check_rerank,
+    rank,
+    rerank_chunk,
     DEFAULT_MAX_TEXTS_PER_REQUEST,
     Chunk,
     EncodeResult,
@@ -86,7 +90,8 @@ class Client:
         **options: Any,
     ) -> EncodeResult:
         """Embed ``texts``. ``options`` are the fields of :class:`~zeroembed.client.protocol.EncodeOptions`,
-        by keyword (``output``, ``normalize``, ``truncate``, ``show_tokens``, ``is_tokenized``).
+        by keyword (``output``, ``normalize``, ``truncate``, ``show_tokens``, ``is_tokenized``, ``prompt_name``,
+        ``prompt``, ``dimensions``, and ``model``: which of the server's models, by name; default its first).
 
         Returns a float32 array of shape (len(texts), dim) for ``output="sentence"``,
         or for ``output="tokens"`` a list with one (tokens, dim) array per text.
@@ -100,6 +105,32 @@ class Client:
         texts = check_texts(texts, options.is_tokenized)
         chunks = build_chunks(texts, options, self.max_texts_per_request)
         return assemble(chunks, self._call(chunks), options)
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        return_documents: bool = False,
+        truncate: bool = True,
+        model: str | None = None,
+        *,
+        raw_scores: bool = False,
+    ) -> list[RerankResult]:
+        """Score each document against ``query`` with a reranker (cross-encoder) model.
+
+        Returns :class:`~zeroembed.client.calls.RerankResult`\\ s best first (ties in document
+        order), at most ``top_n``; each has the document's ``index`` in ``documents``, its ``score``
+        (the model's activation applied, as ``CrossEncoder.predict`` gives it; ``raw_scores=True``: the
+        logits) and, with ``return_documents``, its text. ``truncate=False`` makes an over-long pair fail
+        with ``text_too_long``. ``model`` names one of the server's models (default: its first). The
+        documents go in one request, which the server's ``--max-documents-per-rerank`` bounds.
+        """
+        documents, options = check_rerank(query, documents, top_n, return_documents,
+                                          {"truncate": truncate, "model": model, "raw_scores": raw_scores})
+        chunk = rerank_chunk(query, documents, options)
+        (reply,) = self._call([chunk])
+        return rank(reply, documents, top_n, return_documents)
 
     def status(self) -> dict[str, Any]:
         """Facts about the server (model, dim, limits, queue), as its ``status`` reply gives them."""

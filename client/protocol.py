@@ -6,8 +6,8 @@ this module; keep them in step.
 
 A request is a multipart ZeroMQ message from a DEALER to the server's ROUTER::
 
-    frame 0  header  UTF-8 JSON object: {"v": 1, "id": "...", "op": "encode"|"status", options...}
-    frame 1  texts   UTF-8 JSON array of strings (``encode`` only)
+    frame 0  header  UTF-8 JSON object: {"v": 1, "id": "...", "op": "encode"|"rerank"|"status", options...}
+    frame 1  texts   UTF-8 JSON array of strings (``encode``: the texts; ``rerank``: the documents)
 
 A reply is::
 
@@ -44,6 +44,7 @@ class Op(StrEnum):
 
     ENCODE = "encode"
     STATUS = "status"
+    RERANK = "rerank"  # added within v1: score (query, document) pairs with a cross-encoder
 
 
 _OPS = frozenset(o.value for o in Op)
@@ -86,14 +87,44 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class EncodeOptions:
-    """Options of an ``encode`` request: the one declaration of their names, types and defaults.
+class RequestOptions:
+    """Options of every model request (``encode`` and ``rerank``): the one declaration of their names,
+    types and defaults, inherited by each op's options.
 
     The client's checks (:meth:`checked`), the request header (:meth:`header`) and the
     server's validation all derive from these fields. A field whose metadata says
     ``additive`` goes into the header only when it differs from its default, so a
     server that predates it never sees it set.
     """
+
+    # Which of the server's models answers; None: its default (the first it loaded). Keyword-only, so each
+    # op's own options keep their positions.
+    model: str | None = field(default=None, kw_only=True, metadata={"additive": True})
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any]) -> Any:
+        """Options from ``values`` (absent ones take their defaults), each checked strictly
+        (``1`` is no bool); ValueError names the first bad or unknown option."""
+        types = option_types(cls)
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r}; the options are {sorted(types)}")
+        return cls(**{name: option_value(name, value, *types[name], cls) for name, value in values.items()})
+
+    def header(self) -> dict[str, Any]:
+        """The options as request header fields."""
+        fields: dict[str, Any] = {}
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if option.metadata.get("additive") and value == option.default:
+                continue
+            fields[option.name] = value.value if isinstance(value, Enum) else value
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeOptions(RequestOptions):
+    """Options of an ``encode`` request (and ``model``, from :class:`RequestOptions`)."""
 
     output: Output = Output.SENTENCE
     normalize: bool | None = None  # None keeps the model's own choice
@@ -106,24 +137,15 @@ class EncodeOptions:
     # Matryoshka: keep the first ``dimensions`` of each vector (re-normalized when the vectors are normalized).
     dimensions: int | None = field(default=None, metadata={"additive": True, "ge": 1})
 
-    @classmethod
-    def checked(cls, values: Mapping[str, Any]) -> EncodeOptions:
-        """Options from ``values`` (absent ones take their defaults), each checked strictly
-        (``1`` is no bool); ValueError names the first bad or unknown option."""
-        unknown = sorted(set(values) - _ENCODE_OPTION_NAMES)
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r}; the options are {sorted(_ENCODE_OPTION_NAMES)}")
-        return cls(**{name: option_value(name, value, *ENCODE_OPTION_TYPES[name]) for name, value in values.items()})
 
-    def header(self) -> dict[str, Any]:
-        """The options as request header fields."""
-        fields: dict[str, Any] = {}
-        for option in dataclasses.fields(self):
-            value = getattr(self, option.name)
-            if option.metadata.get("additive") and value == option.default:
-                continue
-            fields[option.name] = value.value if isinstance(value, Enum) else value
-        return fields
+@dataclass(frozen=True, slots=True)
+class RerankOptions(RequestOptions):
+    """Options of a ``rerank`` request (added within v1), and ``model``. The query goes in the header
+    (``query``), the documents in the texts frame. Which results come back and in what order
+    (``top_n``, the documents' text) is the client's business: the reply carries every score."""
+
+    truncate: bool = True  # cut pairs at the model's max tokens (longest side first); False: too long is an error
+    raw_scores: bool = False  # the model's logits, without the manifest's activation
 
 
 def _option_types(cls: type) -> dict[str, tuple[type, bool]]:
@@ -138,18 +160,29 @@ def _option_types(cls: type) -> dict[str, tuple[type, bool]]:
     return types
 
 
-def option_bounds(name: str) -> dict[str, Any]:
-    """An encode option's numeric bounds (``ge``), from its declaration."""
-    return {k: v for k, v in _ENCODE_OPTION_FIELDS[name].metadata.items() if k in ("ge", "le")}
+_TYPES: dict[type, dict[str, tuple[type, bool]]] = {}
+
+
+def option_types(cls: type) -> dict[str, tuple[type, bool]]:
+    """Each option of ``cls`` (an options dataclass): its base type and whether it may be None."""
+    if cls not in _TYPES:
+        _TYPES[cls] = _option_types(cls)
+    return _TYPES[cls]
+
+
+def option_bounds(name: str, cls: type | None = None) -> dict[str, Any]:
+    """An option's numeric bounds (``ge``), from its declaration in ``cls`` (default: EncodeOptions)."""
+    fields = {f.name: f for f in dataclasses.fields(cls or EncodeOptions)}
+    return {k: v for k, v in fields[name].metadata.items() if k in ("ge", "le")}
 
 
 #: Each encode option's base type and whether it may be None: what the server's validation derives from.
-ENCODE_OPTION_TYPES: dict[str, tuple[type, bool]] = _option_types(EncodeOptions)
-_ENCODE_OPTION_NAMES = frozenset(ENCODE_OPTION_TYPES)
-_ENCODE_OPTION_FIELDS = {f.name: f for f in dataclasses.fields(EncodeOptions)}
+ENCODE_OPTION_TYPES: dict[str, tuple[type, bool]] = option_types(EncodeOptions)
+#: The same for rerank options.
+RERANK_OPTION_TYPES: dict[str, tuple[type, bool]] = option_types(RerankOptions)
 
 
-def option_value(name: str, value: Any, kind: type, nullable: bool) -> Any:
+def option_value(name: str, value: Any, kind: type, nullable: bool, cls: type | None = None) -> Any:
     """``value`` as option ``name`` of type ``kind``; ValueError naming the option when it does not fit."""
     if value is None:
         if nullable:
@@ -163,8 +196,9 @@ def option_value(name: str, value: Any, kind: type, nullable: bool) -> Any:
             return value
     elif kind is int:
         if _is_int(value):
-            if value < option_bounds(name).get("ge", value):
-                raise ValueError(f"option {name!r} must be at least {option_bounds(name)['ge']}, got {value!r}")
+            bounds = option_bounds(name, cls)
+            if value < bounds.get("ge", value):
+                raise ValueError(f"option {name!r} must be at least {bounds['ge']}, got {value!r}")
             return value
     elif isinstance(value, kind):
         return value
@@ -186,6 +220,11 @@ class Request:
     @property
     def op(self) -> Op:
         return Op(self.header["op"])
+
+    @property
+    def model(self) -> str | None:
+        """The model named by the request (checked to be a string or None when decoded)."""
+        return self.header.get("model")
 
 
 @dataclass(slots=True)
@@ -217,6 +256,12 @@ def encode_request(request_id: str, texts: Sequence[str] | Sequence[Sequence[str
     """Frames of an ``encode`` request."""
     header = {"v": PROTOCOL_VERSION, "id": request_id, "op": Op.ENCODE.value, **options.header()}
     return [_dump(header), _dump(list(texts))]
+
+
+def rerank_request(request_id: str, query: str, documents: Sequence[str], options: RerankOptions) -> list[bytes]:
+    """Frames of a ``rerank`` request: the query in the header, the documents as the texts frame."""
+    header = {"v": PROTOCOL_VERSION, "id": request_id, "op": Op.RERANK.value, "query": query, **options.header()}
+    return [_dump(header), _dump(list(documents))]
 
 
 def status_request(request_id: str) -> list[bytes]:
@@ -258,10 +303,21 @@ def _decode_request(header: dict[str, Any], frames: Sequence[bytes | memoryview]
             raise ProtocolError(ErrorCode.MALFORMED, f"a status request has 1 frame, got {len(frames)}")
         return Request(header)
     if len(frames) != 2:
-        raise ProtocolError(ErrorCode.MALFORMED, f"an encode request has 2 frames (header, texts), got {len(frames)}")
+        raise ProtocolError(ErrorCode.MALFORMED, f"an {op} request has 2 frames (header, texts), got {len(frames)}")
     texts = _load(frames[1], "texts")
     if not isinstance(texts, list):
         raise ProtocolError(ErrorCode.MALFORMED, "texts frame must be a JSON array of strings")
+    model = header.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"option 'model' must be a string or null, got {model!r}")
+    if op == Op.RERANK:
+        if not isinstance(header.get("query"), str):
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "a rerank request's header needs 'query', a string")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ProtocolError(ErrorCode.INVALID_REQUEST,
+                                    f"documents[{index}] is {type(text).__name__}, expected a string")
+        return Request(header, texts)
     # With "is_tokenized": true each text is a list of words, taken as given (not re-split).
     pretokenized = header.get("is_tokenized") is True
     for index, text in enumerate(texts):

@@ -52,17 +52,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def problems(status: dict[str, Any]) -> list[str]:
-    """Why ``status`` is unhealthy; empty when it is healthy."""
+    """Why ``status`` is unhealthy; empty when it is healthy. With several models (``models``), every
+    model's workers must be ready."""
     found = []
     if status.get("accepting") is not True:
         found.append("not accepting requests (shutting down)")
-    workers = status.get("workers")
-    if not isinstance(workers, list) or not workers:
-        found.append("no workers")
-    else:
-        ready = sum(1 for w in workers if isinstance(w, dict) and w.get("ready"))
-        if ready < len(workers):
-            found.append(f"{ready} of {len(workers)} workers ready")
+    models = status.get("models")
+    models = [m for m in models if isinstance(m, dict)] if isinstance(models, list) and models else [status]
+    for model in models:
+        prefix = f"model {model.get('name')}: " if len(models) > 1 else ""
+        workers = model.get("workers")
+        if not isinstance(workers, list) or not workers:
+            found.append(f"{prefix}no workers")
+        else:
+            ready = sum(1 for w in workers if isinstance(w, dict) and w.get("ready"))
+            if ready < len(workers):
+                found.append(f"{prefix}{ready} of {len(workers)} workers ready")
     return found
 
 
@@ -76,7 +81,8 @@ def summary(status: dict[str, Any], endpoint: str) -> str:
     providers = sorted({str(w.get("provider")) for w in workers if isinstance(w, dict) and w.get("provider")})
     lines = [
         f"zeroembed {status.get('version', '?')} at {endpoint} (pid {status.get('pid', '?')})",
-        f"  model     {name} · dim {status.get('dim', '?')} · {status.get('precision', '?')} · "
+        f"  model     {name}{' (default)' if isinstance(status.get('models'), list) and len(status['models']) > 1 else ''}"
+        f" · {status.get('task', 'embed')} · dim {status.get('dim', '?')} · {status.get('precision', '?')} · "
         f"max {status.get('max_seq_length', '?')} tokens",
         f"  device    {status.get('device', '?')} · workers {ready}/{len(workers)} ready, {busy} busy"
         + (f" · {', '.join(providers)}" if providers else ""),
@@ -85,6 +91,15 @@ def summary(status: dict[str, Any], endpoint: str) -> str:
         f"  uptime    {_duration(status.get('uptime_s'))} · worker restarts {status.get('worker_restarts', '?')}"
         + (" · CurveZMQ" if status.get("curve") else ""),
     ]
+    models = status.get("models")
+    if isinstance(models, list) and len(models) > 1:
+        for entry in models:
+            if not isinstance(entry, dict):
+                continue
+            prompts = entry.get("prompts") or {}
+            lines.append(f"  · {entry.get('name')}: {entry.get('task', 'embed')} · dim {entry.get('dim', '?')} · "
+                         f"{entry.get('precision', '?')} · {entry.get('queue_depth', '?')} queued"
+                         + (f" · prompts {', '.join(sorted(prompts))}" if prompts else ""))
     found = problems(status)
     lines.append(f"  health    {'ok' if not found else 'UNHEALTHY: ' + '; '.join(found)}")
     return "\n".join(lines)

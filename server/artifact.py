@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 SENTENCE = "sentence_embedding"
 POOLED = "pooled_embedding"
 TOKENS = "token_embeddings"
+LOGITS = "logits"  # a reranker's output: one row of logits per (query, document) pair
 
 
 class ArtifactError(Exception):
@@ -47,6 +48,29 @@ class ArtifactManifest(BaseModel):
     default_prompt_name: str | None = None  # applied when a request names no prompt
     include_prompt: bool = True  # false: the graph pools without the prompt's tokens (input ``prompt_length``)
     fused_attention: bool = True  # false: exported with --allow-unfused
+    task: Literal["embed"] = "embed"
+
+
+class RerankManifest(BaseModel):
+    """A reranker's manifest (``task: "rerank"``, docs/artifact.md "Rerank artifacts"): pairs in, logits out."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+    task: Literal["rerank"]
+    format_version: int
+    source: str
+    hidden_size: int
+    max_seq_length: int  # tokens per (query, document) pair
+    precision: Literal["fp32", "fp16", "int8"]
+    inputs: list[str]
+    outputs: list[str]
+    num_labels: int
+    activation: Literal["sigmoid", "identity", "softmax", "tanh"]
+    # None for rerankers: here so every manifest answers the same questions.
+    prompts: dict[str, str] = {}
+    default_prompt_name: str | None = None
+    include_prompt: bool = True
+    fused_attention: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,7 @@ class Artifact:
     """A checked artifact directory."""
 
     path: Path
-    manifest: ArtifactManifest
+    manifest: ArtifactManifest | RerankManifest
     raw_manifest: dict[str, Any]
 
     @property
@@ -82,7 +106,8 @@ def open_artifact(path: str | Path) -> Artifact:
             )
     try:
         raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        manifest = ArtifactManifest.model_validate(raw)
+        kind = RerankManifest if isinstance(raw, dict) and raw.get("task") == "rerank" else ArtifactManifest
+        manifest = kind.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path / 'manifest.json'} is not valid JSON: {exc}") from None
     except ValidationError as exc:
@@ -98,6 +123,14 @@ def open_artifact(path: str | Path) -> Artifact:
     if unknown:
         raise ArtifactError(f"{path}: model inputs {sorted(unknown)} are not ones this server fills "
                             f"(it feeds {', '.join((*PADDED_INPUTS, PROMPT_LENGTH))})")
+    if isinstance(manifest, RerankManifest):
+        if LOGITS not in manifest.outputs:
+            raise ArtifactError(f"{path}: a rerank model's outputs lack 'logits'")
+        if manifest.num_labels != 1:
+            # Several labels make a pair classifier (e.g. NLI), which has no one score to rank by.
+            raise ArtifactError(f"{path}: a reranker has one label; this model has {manifest.num_labels} "
+                                "(a pair classifier), so there is no one score to rank by")
+        return Artifact(path=path, manifest=manifest, raw_manifest=raw)
     if (PROMPT_LENGTH in manifest.inputs) == manifest.include_prompt:
         raise ArtifactError(f"{path}: manifest include_prompt={manifest.include_prompt} contradicts the model's "
                             f"inputs {manifest.inputs} ({PROMPT_LENGTH} is an input exactly when it is false)")

@@ -9,28 +9,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 import typing
 from pathlib import Path
 
 
 def _flags() -> list[tuple[str, dict]]:
     """One argparse flag per settings field: its type, choices, help and default read from the field."""
+    from pydantic import SecretStr
+
     from .config import Settings
 
     flags = []
     for name, info in Settings.model_fields.items():
         kwargs: dict = {"default": None, "help": info.description or ""}
         hint = info.annotation
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        base = args[0] if len(args) == 1 else hint
+        base = hint
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag takes an X
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            base = args[0] if len(args) == 1 else hint
         if typing.get_origin(base) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(base))
+        elif typing.get_origin(base) is list:  # repeatable: each use adds an entry
+            kwargs["action"] = "append"
+            kwargs["type"] = typing.get_args(base)[0]
         elif base is bool:
             kwargs["action"] = "store_true"
         else:
-            kwargs["type"] = base if base in (int, float, str) else Path
+            kwargs["type"] = base if base in (int, float, str) else str if base is SecretStr else Path
         default = info.get_default(call_default_factory=True)
-        if default not in (None, False, ""):
+        if default not in (None, False, "", []):
             kwargs["help"] += f" (default: {default})"
         flags.append((f"--{name.replace('_', '-')}", kwargs))
     return flags
@@ -40,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     parser = subparsers.add_parser(
         "serve", help="serve a model over ZeroMQ (and HTTP, bert-as-service)",
-        description="Serve sentence embeddings. Every flag can also be set as ZEROEMBED_<FLAG> "
+        description="Serve sentence embeddings and rerankers (one or several models). Every flag can also be set as ZEROEMBED_<FLAG> "
                     "(e.g. ZEROEMBED_MAX_BATCH_TOKENS); flags win. A default of 0 means 'chosen for the "
                     "device' where the flag says so.",
     )
@@ -83,9 +91,15 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("zeroembed.serve")
     metrics = Metrics()
     try:
-        model_dir = settings.model or default_artifact(settings.cache_dir, settings.device)
-        artifact = open_artifact(model_dir)
-        server = _start(settings, artifact, metrics)
+        entries = settings.models or [(None, default_artifact(settings.cache_dir, settings.device))]
+        artifacts: dict[str, object] = {}
+        for name, path in entries:
+            artifact = open_artifact(path)
+            name = name or artifact.name
+            if name in artifacts:
+                raise StartupError(f"two models are named {name!r}; name one with --model NAME={path}")
+            artifacts[name] = artifact
+        server = _start(settings, artifacts, metrics)
     except (ArtifactError, StartupError, CurveError) as exc:
         print(f"zeroembed serve: error: {exc}", file=sys.stderr)
         return 2
@@ -97,13 +111,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    m = artifact.manifest
-    if not m.fused_attention:
-        log.warning("%s was exported with --allow-unfused: its attention runs as plain ONNX ops, slower than "
-                    "the fused kernels", artifact.name)
-    log.info("serving %s (%s, %s, dim %d) on %s with %d %s worker(s); metrics on %s", artifact.name, m.precision,
-             m.pooling, m.hidden_size, settings.endpoint, settings.workers, settings.device,
-             f"http://{settings.metrics_address}/metrics" if settings.metrics_port else "off")
+    for name, artifact in artifacts.items():
+        m = artifact.manifest
+        if not m.fused_attention:
+            log.warning("%s was exported with --allow-unfused: its attention runs as plain ONNX ops, slower than "
+                        "the fused kernels", artifact.name)
+        log.info("serving %s as %r (%s, %s, dim %d) on %s with %d %s worker(s) of %d thread(s)", artifact.name, name,
+                 m.task, m.precision, m.hidden_size, settings.endpoint, settings.workers, settings.device,
+                 settings.threads_per_worker)
+    log.info("metrics on %s", f"http://{settings.metrics_address}/metrics" if settings.metrics_port else "off")
     try:
         front.run()
     except Exception:  # a bug in the loop: say so, and still leave no worker behind
@@ -119,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(settings, artifact, metrics):
-    """Build and start the models, the ZeroMQ front end, the metrics endpoint and the adapters.
+def _start(settings, artifacts, metrics):
+    """Build and start the models (``artifacts`` by name, the default first), the ZeroMQ front end, the
+    metrics endpoint and the adapters.
 
     Returns ``(front end, adapters, socket directory)``; on failure nothing is left running.
     """
@@ -137,7 +154,8 @@ def _start(settings, artifact, metrics):
     models: dict = {}
     front = None
     try:
-        models = {artifact.name: load_model(artifact.name, artifact, settings, metrics, base / "model-0")}
+        for index, (name, artifact) in enumerate(artifacts.items()):
+            models[name] = load_model(name, artifact, settings, metrics, base / f"model-{index}")
         curve = CurveServer(settings.curve_secret, settings.curve_clients) if settings.curve_secret else None
         front = ZmqFrontEnd(
             models, endpoint=settings.endpoint, internal_endpoint=f"ipc://{base / 'internal'}",
@@ -163,14 +181,16 @@ def _start(settings, artifact, metrics):
             from .frontends.http_gateway import HttpGateway
 
             adapters.append(HttpGateway(front.bridge, bind=settings.bind, port=settings.http_port,
-                                        model=artifact.name, dim=artifact.manifest.hidden_size,
+                                        models={name: model.artifact for name, model in models.items()},
+                                        api_key=settings.http_api_key,
                                         max_message_bytes=settings.max_message_bytes,
                                         max_texts_per_request=settings.max_texts_per_request,
                                         request_timeout_s=settings.request_timeout_s))
         if settings.bert_port:
             from .frontends.bert import BertAdapter
 
-            adapters.append(BertAdapter(front.internal_endpoint, metrics, bind=settings.bind,
+            adapters.append(BertAdapter(front.internal_endpoint, metrics.for_model(next(iter(models))),
+                                        bind=settings.bind,
                                         port=settings.bert_port, port_out=settings.bert_port_out,
                                         max_message_bytes=settings.max_message_bytes,
                                         request_timeout_s=settings.request_timeout_s,

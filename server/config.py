@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["cpu", "cuda"]
 
@@ -65,7 +66,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, frozen=True, extra="forbid")
 
-    model: Path | None = Field(None, description="artifact directory (from `zeroembed export`); default model if unset")
+    # NoDecode: ZEROEMBED_MODEL is a comma-separated list, not JSON (split by _split_models).
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="a model to serve: an artifact directory (from `zeroembed export`), "
+        "named after its source, or NAME=DIR; repeat it for several (the first is the default; "
+        "ZEROEMBED_MODEL takes them comma-separated); the bundled default model if unset")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="where the default model is exported")
     bind: str = Field("127.0.0.1", min_length=1, description="address to bind the ZeroMQ and metrics ports")
     port: int = Field(5555, ge=1, le=65535, description="ZeroMQ port for clients")
@@ -74,7 +79,8 @@ class Settings(BaseSettings):
     cache_size: int = Field(0, ge=0, description="texts whose vectors are kept to answer repeats (LRU); 0 = no cache")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
-    threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; 0 = cores/workers")
+    threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; "
+                                    "0 = cores / (workers × models)")
     parallel_batches: int = Field(0, ge=0, le=256, description="batches a worker runs side by side, one thread each, "
                                   "when more than that wait (otherwise each gets every thread); 0 = threads per worker on CPU, "
                                   "1 on CUDA")
@@ -82,9 +88,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(0, ge=0, le=4096, description="texts per batch at most; 0 = device default")
     max_added_padding: int | None = Field(None, ge=0, description="padding tokens a text may add to a batch it joins")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a partial batch may wait for company")
-    max_queue: int = Field(20000, ge=1, description="texts queued or running at most; past it requests get ServerBusy")
+    max_queue: int = Field(20000, ge=1, description="texts (or rerank documents) queued or running at most, per "
+                           "model; past it requests get ServerBusy")
     max_texts_per_request: int = Field(2048, ge=1, description="texts in one request at most")
     max_chars_per_text: int = Field(100_000, ge=1, description="characters in one text at most")
+    max_documents_per_rerank: int = Field(1000, ge=1, description="documents in one rerank request at most")
     max_message_bytes: int = Field(64 * 2**20, ge=1024, description="largest ZeroMQ message accepted")
     batch_timeout_s: float = Field(30.0, gt=0, description="a worker running one batch longer is declared stuck")
     request_timeout_s: float = Field(120.0, gt=0, description="a request unanswered this long gets a timeout error")
@@ -95,7 +103,38 @@ class Settings(BaseSettings):
     bert_port: int = Field(0, ge=0, le=65535, description="bert-as-service PULL port (server/bert_adapter.py); 0 = off")
     bert_port_out: int = Field(0, ge=0, le=65535, description="bert-as-service publish port; 0 = bert_port + 1")
     allow_insecure_bert: bool = Field(False, description="serve the bert-as-service ports (plain TCP) beside CurveZMQ")
+    api_key: SecretStr | None = Field(None, description="HTTP API key: every HTTP route but /health then needs "
+                                      "'Authorization: Bearer KEY'")
+    api_key_file: Path | None = Field(None, description="a file holding the HTTP API key (instead of --api-key)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):  # ZEROEMBED_MODEL: entries separated by commas
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
+
+    @property
+    def models(self) -> list[tuple[str | None, Path]]:
+        """The ``--model`` entries as (name or None, artifact directory), the default first."""
+        entries: list[tuple[str | None, Path]] = []
+        for entry in self.model:
+            name, sep, path = entry.partition("=")
+            if sep and _MODEL_NAME.fullmatch(name):
+                entries.append((name, Path(path).expanduser()))
+            else:
+                entries.append((None, Path(entry).expanduser()))
+        return entries
+
+    @property
+    def http_api_key(self) -> str | None:
+        """The HTTP API key, from --api-key or the first line of --api-key-file."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text(encoding="utf-8").strip()
+        return None
 
     @model_validator(mode="after")
     def _fill_device_defaults(self) -> Settings:
@@ -115,7 +154,9 @@ class Settings(BaseSettings):
                                   else self.max_added_padding),
         }
         if not self.threads_per_worker:
-            fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])
+            # Every model has its own workers: the cores are shared among all of them.
+            fill["threads_per_worker"] = 1 if device == "cuda" else max(
+                1, cpu_count() // (fill["workers"] * max(1, len(self.model))))
         if not self.parallel_batches:
             # On a GPU, runs queue on the device anyway; on CPU each thread can carry a batch of its own.
             fill["parallel_batches"] = 1 if device == "cuda" else fill.get("threads_per_worker",
@@ -128,6 +169,20 @@ class Settings(BaseSettings):
             raise ValueError(f"metrics_port and port are both {self.port}; give them different ports")
         if self.http_port and self.http_port in (self.port, self.metrics_port):
             raise ValueError(f"http_port {self.http_port} is also the ZeroMQ or metrics port; give it its own")
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("give --api-key or --api-key-file, not both")
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            raise ValueError("--api-key is empty")
+        if self.api_key_file is not None:
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read --api-key-file {self.api_key_file}: {exc.strerror}") from None
+            if not key:
+                raise ValueError(f"--api-key-file {self.api_key_file} is empty")
+        names = [name for name, _ in self.models if name is not None]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two --model entries have the same name: {sorted(names)}")
         return self
 
     @model_validator(mode="after")
@@ -170,7 +225,8 @@ class Settings(BaseSettings):
         """The request core's bounds."""
         return RequestLimits(max_texts_per_request=self.max_texts_per_request,
                              max_chars_per_text=self.max_chars_per_text, max_queue=self.max_queue,
-                             request_timeout_s=self.request_timeout_s)
+                             request_timeout_s=self.request_timeout_s,
+                             max_documents_per_rerank=self.max_documents_per_rerank)
 
     @property
     def worker_config(self) -> WorkerConfig:
@@ -186,8 +242,9 @@ class RequestLimits:
 
     max_texts_per_request: int
     max_chars_per_text: int
-    max_queue: int  # texts accepted and unanswered, at most
+    max_queue: int  # texts accepted and unanswered, at most (per model)
     request_timeout_s: float
+    max_documents_per_rerank: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +258,10 @@ class WorkerConfig:
     batch_timeout_s: float
     worker_start_timeout_s: float
     log_level: str = "info"
+
+
+# A model's name in --model NAME=DIR: what requests route by.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 
 
 def host_port(host: str, port: int) -> str:

@@ -58,9 +58,15 @@ class ServedModel:
         self.workers.stop()
         self.core.background.close()
 
+    @property
+    def task(self) -> str:
+        """"embed" or "rerank"."""
+        return self.core.task
+
     def status(self) -> dict[str, Any]:
         """This model's facts for the server's status."""
         return {
+            "name": self.name,
             "model": {"name": self.name, "path": str(self.artifact.path), "manifest": self.artifact.raw_manifest},
             **self.core.status(),
             "workers": self.workers.worker_status(),
@@ -69,19 +75,24 @@ class ServedModel:
 
 
 def load_model(name: str, artifact: Artifact, settings: Settings, metrics: Metrics, sockdir: Path) -> ServedModel:
-    """Build a model's core and worker side (its workers start with :meth:`Dispatcher.start`)."""
+    """Build a model's core and worker side (its workers start with :meth:`Dispatcher.start`); its metrics
+    carry ``model=name``."""
     manifest = artifact.manifest
     if settings.max_batch_tokens < manifest.max_seq_length:
         raise StartupError(
             f"--max-batch-tokens {settings.max_batch_tokens} is below the model's max sequence length "
             f"{manifest.max_seq_length}: a long text could never run"
         )
+    metrics = metrics.for_model(name)
+    rerank = manifest.task == "rerank"
     batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                       wait_s=settings.batch_wait_ms / 1000, max_added_padding=settings.max_added_padding)
     core = RequestCore(name, manifest, TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length), batcher,
                        settings.limits, metrics,
                        background=BackgroundTokenizer(artifact.tokenizer_path, manifest.max_seq_length),
-                       cache=EmbeddingCache(settings.cache_size, metrics) if settings.cache_size else None)
+                       # A rerank score depends on the query too: the cache, keyed by text, serves embedders only.
+                       cache=EmbeddingCache(settings.cache_size, metrics) if settings.cache_size and not rerank
+                       else None)
     sockdir.mkdir(parents=True, exist_ok=True)
     workers = Dispatcher(sockdir, settings.worker_config, artifact.model_path, tuple(manifest.inputs), metrics,
                          batcher, sink=core)

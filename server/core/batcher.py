@@ -31,6 +31,7 @@ class Item:
     payload: Any = field(default=None, repr=False)  # token ids
     attempts: int = 0  # times sent to a worker (a batch lost with its worker is retried)
     prompt_length: int = 0  # leading tokens that are the prompt's, for models that pool without them
+    split: int | None = None  # a (query, document) pair: where the document starts (token type 1 from there)
 
 
 @dataclass(slots=True)

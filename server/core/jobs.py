@@ -15,7 +15,7 @@ import numpy as np
 
 from zeroembed.client.protocol import EncodeOptions, ErrorCode, Output, encode_error, encode_reply
 
-from ..artifact import POOLED, SENTENCE, TOKENS, ArtifactManifest
+from ..artifact import LOGITS, POOLED, SENTENCE, TOKENS, ArtifactManifest
 from .validation import RequestRejected
 
 
@@ -134,3 +134,54 @@ class EncodeJob:
         if self.normalized or self.renormalize:
             cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(cut, dtype=np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+#: ``manifest.activation`` → the function that turns a batch of logits (pairs, labels) into scores.
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": _sigmoid, "identity": lambda x: x, "softmax": _softmax, "tanh": np.tanh,
+}
+
+
+@dataclass(eq=False)
+class RerankJob:
+    """One accepted rerank request, collecting its pairs' logits (an ``Owner`` of batch items, like
+    :class:`EncodeJob`). Its answer is one float32 score per document, in the documents' order."""
+
+    respond: Respond
+    id: str
+    count: int
+    activation: str  # the manifest's, or "identity" for raw scores
+    received_at: float
+    model_output: str = LOGITS
+    failed: bool = False
+    num_tokens: int = 0
+    pieces: None = None
+    prompt_length: int = 0  # rerankers take no prompt
+    _logits: np.ndarray | None = None
+    _remaining: int = 0
+
+    def __post_init__(self) -> None:
+        self._remaining = self.count
+        self._logits = np.empty(self.count, dtype=np.float32)
+
+    @property
+    def done(self) -> bool:
+        return self._remaining == 0
+
+    def fill(self, index: int, row: np.ndarray) -> None:
+        """Store one pair's logits (a row of one label: reranker artifacts are checked to have one)."""
+        self._logits[index] = row[0]
+        self._remaining -= 1
+
+    def outcome(self) -> Outcome:
+        scores = ACTIVATIONS[self.activation](self._logits[:, None].astype(np.float64))[:, 0]
+        return Outcome(self.id, [scores.astype(np.float32)], {"num_tokens": self.num_tokens})

@@ -23,6 +23,8 @@ class Tokenized:
     offsets: np.ndarray  # int64, len(texts) + 1
     truncated: list[int]  # indices of texts cut at the model's maximum length
     pieces: list[list[str]] | None  # word pieces per text, when asked for
+    # (query, document) pairs: where each pair's document starts (its token type 1 from there on)
+    splits: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -51,12 +53,17 @@ class TextTokenizer:
         self.max_length = max_length
 
     def encode(self, texts: list[str] | list[list[str]], *, pieces: bool = False,
-               pretokenized: bool = False) -> Tokenized:
+               pretokenized: bool = False, query: str | None = None) -> Tokenized:
         """Tokenize ``texts``; a large request in one batch call on the library's own threads.
 
         With ``pretokenized``, each text is a list of words taken as given: only
-        split into word pieces, never re-split on spaces or punctuation.
+        split into word pieces, never re-split on spaces or punctuation. With
+        ``query``, each text is a document encoded as the pair (query, document),
+        as a cross-encoder reads it (docs/artifact.md): the tokenizer's post-processor adds
+        the special tokens, and its ``longest_first`` truncation cuts the longer side first.
         """
+        if query is not None:
+            return self._encode_pairs(query, texts)
         if len(texts) >= _PARALLEL_FROM:
             encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=pretokenized)
         else:
@@ -70,6 +77,27 @@ class TextTokenizer:
         # Only a text at the limit can have been cut; asking the others costs a call into Rust each.
         truncated = [i for i, n in enumerate(lengths) if n == self.max_length and encodings[i].overflowing]
         return Tokenized(flat, offsets, truncated, [e.tokens for e in encodings] if pieces else None)
+
+    def _encode_pairs(self, query: str, documents: list[str]) -> Tokenized:
+        encodings = self._tokenizer.encode_batch([(query, document) for document in documents],
+                                                 add_special_tokens=True)
+        ids = [e.ids for e in encodings]
+        lengths = list(map(len, ids))
+        offsets = np.array([0, *accumulate(lengths)], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
+        # Token types are 0 through the query's closing separator and 1 after it: one split per pair.
+        splits = np.array([_first_one(e.type_ids) for e in encodings], dtype=np.int32)
+        truncated = [i for i, n in enumerate(lengths)
+                     if n == self.max_length and self.count_pair_tokens(query, documents[i]) > n]
+        return Tokenized(flat, offsets, truncated, None, splits)
+
+    def count_pair_tokens(self, query: str, document: str) -> int:
+        """Tokens of the pair (query, document) without truncation."""
+        self._tokenizer.no_truncation()
+        try:
+            return len(self._tokenizer.encode(query, document).ids)
+        finally:
+            self._tokenizer.enable_truncation(self.max_length)
 
     def prompt_length(self, prompt: str) -> int:
         """How many leading tokens of ``prompt + text`` are the prompt's, as sentence-transformers counts:
@@ -87,6 +115,13 @@ class TextTokenizer:
             return len(self._tokenizer.encode(text, is_pretokenized=not isinstance(text, str)).ids)
         finally:
             self._tokenizer.enable_truncation(self.max_length)
+
+
+def _first_one(type_ids: list[int]) -> int:
+    try:
+        return type_ids.index(1)
+    except ValueError:  # a model without token types (RoBERTa, XLM-R): all 0, and not fed to the model
+        return len(type_ids)
 
 
 class BackgroundTokenizer:
@@ -114,11 +149,13 @@ class BackgroundTokenizer:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def submit(self, key: Any, texts: list[str] | list[list[str]], *, pieces: bool, pretokenized: bool) -> None:
-        """Start tokenizing ``texts``; the result comes back from :meth:`completed` with ``key`` (any object)."""
+    def submit(self, key: Any, texts: list[str] | list[list[str]], *, pieces: bool, pretokenized: bool,
+               query: str | None = None) -> None:
+        """Start tokenizing ``texts`` (as :meth:`TextTokenizer.encode`); the result comes back from
+        :meth:`completed` with ``key`` (any object)."""
         def job() -> tuple[Tokenized, float]:
             started = time.perf_counter()
-            return self._tokenizer.encode(texts, pieces=pieces, pretokenized=pretokenized), \
+            return self._tokenizer.encode(texts, pieces=pieces, pretokenized=pretokenized, query=query), \
                 time.perf_counter() - started
 
         future = self._executor.submit(job)

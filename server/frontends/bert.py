@@ -50,7 +50,7 @@ from .bert_wire import (
 )
 from ..errors import StartupError
 from ..config import host_port
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _Statistic:
 class BertAdapter:
     """The bert-as-service front end: ``start()`` binds (or raises StartupError), ``stop()`` drains and closes."""
 
-    def __init__(self, internal_endpoint: str, metrics: Metrics, *, bind: str, port: int, port_out: int,
+    def __init__(self, internal_endpoint: str, metrics: ModelMetrics, *, bind: str, port: int, port_out: int,
                  max_message_bytes: int, request_timeout_s: float, beside_curve: bool = False,
                  hold_s: float = 30.0, max_held: int = 10_000, max_held_bytes: int = 256 * 2**20,
                  pending_timeout_s: float | None = None) -> None:

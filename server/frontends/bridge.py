@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zeroembed.client.calls import EncodeResult, assemble, build_chunks, check_options, check_texts, new_request_id
+from zeroembed.client.calls import EncodeResult, RerankResult, assemble, build_chunks, check_options, check_rerank, \
+    check_texts, new_request_id, rank
 from zeroembed.client.errors import ServerTimeout, ZeroEmbedError, error_for
 from zeroembed.client.protocol import PROTOCOL_VERSION, ErrorCode, Op, Reply, Request
 
@@ -102,6 +103,16 @@ class InProcessClient:
             self._call(Request({**header, "id": chunk.request_id}, texts[chunk.offset:chunk.offset + chunk.count]),
                        chunk.offset) for chunk in chunks))
         return assemble(chunks, replies, checked)
+
+    async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+                     return_documents: bool = False, **options: Any) -> tuple[list[RerankResult], int]:
+        """Rank ``documents`` against ``query``: arguments and results as in
+        :meth:`zeroembed.client.Client.rerank`, and the pairs' token count."""
+        documents, checked = check_rerank(query, documents, top_n, return_documents, options)
+        header = {"v": PROTOCOL_VERSION, "id": new_request_id(), "op": Op.RERANK.value, "query": query,
+                  **checked.header()}
+        reply = await self._call(Request(header, documents), 0)
+        return rank(reply, documents, top_n, return_documents), int(reply.header.get("num_tokens", 0))
 
     async def status(self) -> dict[str, Any]:
         """The server's status, as ``Client.status()`` returns it."""

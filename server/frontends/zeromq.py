@@ -24,7 +24,7 @@ from zeroembed.client.protocol import PROTOCOL_VERSION, ErrorCode, Op, ProtocolE
 
 from ..core.jobs import Outcome, Respond
 from ..errors import StartupError
-from ..metrics import Metrics
+from ..metrics import NO_MODEL, Metrics
 from ..models import ServedModel
 from .bridge import CoreBridge
 from .curve_auth import CurveServer
@@ -82,13 +82,13 @@ class ZmqFrontEnd:
         except BaseException:
             self.close()
             raise
-        models = list(self.models.values())
-        self.metrics.workers.set(sum(m.workers.config.workers for m in models))
-        # Read when scraped (counts over the loop's own containers, safe to read from the metrics thread),
-        # so the loop does no gauge bookkeeping between model runs.
-        self.metrics.queue_depth.set_function(lambda: sum(len(m.core.batcher) for m in models))
-        self.metrics.in_flight.set_function(lambda: sum(m.core.queued_texts for m in models))
-        self.metrics.busy_workers.set_function(lambda: sum(m.workers.pool.busy_count() for m in models))
+        for name, model in self.models.items():
+            self.metrics.workers.labels(name).set(model.workers.config.workers)
+            # Read when scraped (counts over the loop's own containers, safe to read from the metrics thread),
+            # so the loop does no gauge bookkeeping between model runs.
+            self.metrics.queue_depth.labels(name).set_function(lambda m=model: len(m.core.batcher))
+            self.metrics.in_flight.labels(name).set_function(lambda m=model: m.core.queued_texts)
+            self.metrics.busy_workers.labels(name).set_function(lambda m=model: m.workers.pool.busy_count())
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -175,7 +175,7 @@ class ZmqFrontEnd:
         try:
             request = decode_request(body)
         except ProtocolError as exc:
-            self.metrics.errors.labels(exc.code.value).inc()
+            self.metrics.errors.labels(NO_MODEL, "", exc.code.value).inc()  # no op or model can be trusted
             sock.send_multipart([*envelope, *encode_error(exc.request_id, exc.code, exc.message)])
             return
 
@@ -185,26 +185,39 @@ class ZmqFrontEnd:
         self._route(request, respond, received)
 
     def _route(self, request: Request, respond: Respond, received: float | None = None) -> None:
-        """Answer a status request, refuse work while draining, or hand the request to its model's core."""
-        if request.op == Op.STATUS:
+        """Answer a status request, refuse work while draining or for a model not loaded, or hand the
+        request to its model's core (the default when it names none)."""
+        op = request.op
+        if op == Op.STATUS:
             respond(Outcome(request.id, fields={"status": self.status()}))
+            self.metrics.requests.labels(NO_MODEL, op.value).inc()
+            return
+        name = request.model
+        model = self.default if name is None else self.models.get(name)
+        if model is None:
+            self.metrics.errors.labels(NO_MODEL, op.value, ErrorCode.INVALID_REQUEST.value).inc()
+            respond(Outcome(request.id, error=ErrorCode.INVALID_REQUEST,
+                            message=f"no model named {name!r} here; the models loaded are {list(self.models)}"))
         elif not self.accepting:
-            self.metrics.errors.labels(ErrorCode.SHUTTING_DOWN.value).inc()
+            self.metrics.errors.labels(model.name, op.value, ErrorCode.SHUTTING_DOWN.value).inc()
             respond(Outcome(request.id, error=ErrorCode.SHUTTING_DOWN,
                             message="the server is shutting down; send it elsewhere"))
         else:
-            self.default.core.submit(request, respond, received)
+            model.core.submit(request, respond, received)
         # Counted once the request is on its way: the reply matters more than the count.
-        self.metrics.requests.labels(request.op.value).inc()
+        self.metrics.requests.labels(model.name if model is not None else NO_MODEL, op.value).inc()
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """Server facts for ``Client.status()`` and ``zeroembed status``: the default model's at the top level."""
+        """Server facts for ``Client.status()`` and ``zeroembed status``: the default model's at the top level
+        (as when a server held one model), and every model's under ``models``, the default first."""
+        models = [model.status() for model in self.models.values()]
         return {
             "version": _version(),
             "protocol": PROTOCOL_VERSION,
-            **self.default.status(),
+            **models[0],
+            "models": models,
             **self.status_extras,
             "uptime_s": round(time.monotonic() - self._started, 3),
             "accepting": self.accepting,

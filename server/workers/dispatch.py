@@ -172,10 +172,15 @@ class Dispatcher:
             item.attempts += 1
         ids = np.concatenate([item.payload for item in batch.items])
         lengths = np.fromiter((item.length for item in batch.items), dtype=np.int32, count=len(batch.items))
-        frames = [BATCH, dumps({"batch": flight.id, "outputs": outputs}), ids, lengths]
+        header: dict = {"batch": flight.id, "outputs": outputs}
+        extra = []
         if self._send_prompt_lengths:
-            frames.append(np.fromiter((item.prompt_length for item in batch.items), dtype=np.int64,
-                                      count=len(batch.items)))
+            extra.append(np.fromiter((item.prompt_length for item in batch.items), dtype=np.int64,
+                                     count=len(batch.items)))
+        if batch.items[0].split is not None:  # (query, document) pairs: where each document starts, last
+            header["splits"] = True
+            extra.append(np.fromiter((item.split for item in batch.items), dtype=np.int32, count=len(batch.items)))
+        frames = [BATCH, dumps(header), ids, lengths, *extra]
         worker.batches.append(flight)
         self.in_flight[flight.id] = flight
         try:

@@ -4,7 +4,9 @@
 
     worker → broker  READY   {"pid", "provider", "device"}      model loaded, send work
     worker → broker  FATAL   {"message"}                         model failed to load; exiting
-    broker → worker  BATCH   {"batch", "outputs"}, ids, lengths[, prompt_lengths]  int32 (int64) buffers
+    broker → worker  BATCH   {"batch", "outputs", "splits"?}, ids, lengths[, prompt_lengths][, splits]
+                             int32 buffers (prompt_lengths int64); splits, when the header says so: a batch
+                             of pairs, where each pair's second text (token type 1) starts
     worker → broker  RESULT  {"batch", "arrays", "run_s", "alone"}, one buffer per output
     worker → broker  FAILED  {"batch", "message"}                this batch failed; still serving
     broker → worker  STOP                                         finish and exit

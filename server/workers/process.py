@@ -77,6 +77,7 @@ class _Batch:
     ids: np.ndarray
     lengths: np.ndarray
     prompt_lengths: np.ndarray | None = None  # int64 per row, for models that pool without the prompt
+    splits: np.ndarray | None = None  # (query, document) pairs: where each document starts
 
 
 class WorkerLoop:
@@ -127,10 +128,13 @@ class WorkerLoop:
         for frames in self.channel.receive():
             if frames[0] == STOP:
                 return False
-            if frames[0] == BATCH and len(frames) in (4, 5):
-                prompt_lengths = np.frombuffer(frames[4], dtype=np.int64) if len(frames) == 5 else None
-                self.waiting.append(_Batch(json.loads(bytes(frames[1])), np.frombuffer(frames[2], dtype=np.int32),
-                                           np.frombuffer(frames[3], dtype=np.int32), prompt_lengths))
+            if frames[0] == BATCH and 4 <= len(frames) <= 6:
+                header, extra = json.loads(bytes(frames[1])), frames[4:]
+                # The splits of a batch of pairs come last (the header says so); prompt lengths before them.
+                splits = np.frombuffer(extra.pop(), dtype=np.int32) if header.get("splits") and extra else None
+                prompt_lengths = np.frombuffer(extra[0], dtype=np.int64) if extra else None
+                self.waiting.append(_Batch(header, np.frombuffer(frames[2], dtype=np.int32),
+                                           np.frombuffer(frames[3], dtype=np.int32), prompt_lengths, splits))
         return not self.channel.closed
 
     def _start(self) -> None:
@@ -162,7 +166,9 @@ class WorkerLoop:
 
 def _run(runtime, batch: _Batch, *, alone: bool) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone,
-                          prompt_lengths=batch.prompt_lengths)
+    # Only the batches of models that take them carry prompt lengths or (rerankers) splits.
+    extra = {name: value for name, value in (("prompt_lengths", batch.prompt_lengths), ("splits", batch.splits))
+             if value is not None}
+    results = runtime.run(batch.ids, batch.lengths, batch.header["outputs"], alone=alone, **extra)
     arrays = [np.ascontiguousarray(results[name], dtype=np.float32) for name in batch.header["outputs"]]
     return arrays, time.perf_counter() - started

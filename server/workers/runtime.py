@@ -96,25 +96,35 @@ class EncoderRuntime:
         self._inputs = [name for name in inputs if name != PROMPT_LENGTH]
 
     def run(self, ids: np.ndarray, lengths: np.ndarray, outputs: Sequence[str], *,
-            alone: bool = True, prompt_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            alone: bool = True, prompt_lengths: np.ndarray | None = None,
+            splits: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Encode one batch. ``ids`` (int32) holds every text's ids back to back; ``lengths`` (int32) splits them.
 
         ``alone=False`` runs it on the one-thread session, beside other batches. ``prompt_lengths``
         (int64, one per text) feeds models that pool without the prompt's tokens (0 where none).
+        ``splits`` (int32, one per row) marks a batch of (query, document) pairs: row
+        ``i``'s token type is 1 from position ``splits[i]`` to its end, 0 elsewhere.
         Returns each requested output; ``token_embeddings`` comes back flat, real
         tokens only, shape (sum(lengths), hidden).
         """
         session = self._alone if alone else self._side_by_side
+        types = splits is not None and "token_type_ids" in self._inputs
         if self._takes_prompt_length and prompt_lengths is None:
             prompt_lengths = np.zeros(len(lengths), dtype=np.int64)
         if len(lengths) == 1:
             feeds = self._one_text_feeds(ids)
+            if types:
+                feeds["token_type_ids"][0, int(splits[0]):] = 1
             if self._takes_prompt_length:
                 feeds[PROMPT_LENGTH] = np.asarray(prompt_lengths, dtype=np.int64)
             results = dict(zip(outputs, session.run(list(outputs), feeds)))
         else:
             binding = session.io_binding()
             for name, value in zip(self._inputs, self._padded_inputs(ids, lengths)):
+                if name == "token_type_ids" and types:
+                    # Pairs' type ids are built here on the host (batch × width int64, small next to the
+                    # run); the padding graph's all-zero ones serve single texts.
+                    value = ort.OrtValue.ortvalue_from_numpy(_pair_types(lengths, splits), self._device, 0)
                 binding.bind_ortvalue_input(name, value)
             if self._takes_prompt_length:
                 binding.bind_cpu_input(PROMPT_LENGTH, np.asarray(prompt_lengths, dtype=np.int64))
@@ -147,3 +157,9 @@ class EncoderRuntime:
             padding.bind_output(name, self._device)
         self._padder.run_with_iobinding(padding)
         return padding.get_outputs()
+
+
+def _pair_types(lengths: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    """Token type ids of a padded batch of pairs: 1 on each row's second text, 0 on the first and on padding."""
+    positions = np.arange(int(lengths.max()))[None, :]
+    return ((positions >= splits[:, None]) & (positions < lengths[:, None])).astype(np.int64)

@@ -38,24 +38,24 @@ def test_error_kind_names_class_and_code():
 
 
 METRICS_BEFORE = """# HELP zeroembed_tokens_total Real tokens encoded
-zeroembed_tokens_total 100.0
-zeroembed_padding_tokens_total 20.0
-zeroembed_texts_total 10.0
-zeroembed_batch_size_count 2.0
-zeroembed_batch_size_sum 10.0
-zeroembed_queue_wait_seconds_count 2.0
-zeroembed_queue_wait_seconds_sum 0.002
-zeroembed_errors_total{code="busy"} 1.0
+zeroembed_tokens_total{model="m"} 100.0
+zeroembed_padding_tokens_total{model="m"} 20.0
+zeroembed_texts_total{model="m"} 10.0
+zeroembed_batch_size_count{model="m"} 2.0
+zeroembed_batch_size_sum{model="m"} 10.0
+zeroembed_queue_wait_seconds_count{model="m"} 2.0
+zeroembed_queue_wait_seconds_sum{model="m"} 0.002
+zeroembed_errors_total{code="busy",model="m",op="encode"} 1.0
 """
-METRICS_AFTER = """zeroembed_tokens_total 400.0
-zeroembed_padding_tokens_total 120.0
-zeroembed_texts_total 40.0
-zeroembed_batch_size_count 6.0
-zeroembed_batch_size_sum 40.0
-zeroembed_batch_size_bucket{le="8.0"} 6.0
-zeroembed_queue_wait_seconds_count 6.0
-zeroembed_queue_wait_seconds_sum 0.010
-zeroembed_errors_total{code="busy"} 3.0
+METRICS_AFTER = """zeroembed_tokens_total{model="m"} 400.0
+zeroembed_padding_tokens_total{model="m"} 120.0
+zeroembed_texts_total{model="m"} 40.0
+zeroembed_batch_size_count{model="m"} 6.0
+zeroembed_batch_size_sum{model="m"} 40.0
+zeroembed_batch_size_bucket{le="8.0",model="m"} 6.0
+zeroembed_queue_wait_seconds_count{model="m"} 6.0
+zeroembed_queue_wait_seconds_sum{model="m"} 0.010
+zeroembed_errors_total{code="busy",model="m",op="encode"} 3.0
 """
 
 

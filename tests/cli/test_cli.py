@@ -28,8 +28,9 @@ def test_serve_flags_and_their_shown_defaults_come_from_the_settings():
     for name, field in Settings.model_fields.items():
         assert flags[name].default is None  # unset flags fall through to ZEROEMBED_* variables
         default = field.get_default(call_default_factory=True)
-        if default not in (None, False, ""):
+        if default not in (None, False, "", []):  # an empty list (no --model) shows no default
             assert f"(default: {default})" in flags[name].help, name
+    assert flags["model"].nargs is None and type(flags["model"]).__name__ == "_AppendAction"  # repeatable
     assert flags["device"].choices == ["auto", "cpu", "cuda"]
 
 

@@ -84,3 +84,17 @@ def test_imports_nothing_from_the_server():
             "m.register(p.add_subparsers()); "
             "assert not [n for n in sys.modules if n.startswith('zeroembed.server')], sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_several_models_are_listed_and_each_ones_workers_count():
+    from zeroembed.client.status import problems, summary
+
+    ranker = {"name": "rerank", "task": "rerank", "dim": 32, "precision": "fp32", "queue_depth": 0,
+              "workers": [{"ready": False}]}
+    status = {**HEALTHY, "name": "all-MiniLM-L6-v2", "task": "embed",
+              "models": [{**HEALTHY, "name": "all-MiniLM-L6-v2", "task": "embed"}, ranker]}
+    assert problems(status) == ["model rerank: 0 of 1 workers ready"]
+    text = summary(status, "tcp://x:1")
+    assert "(default) · embed" in text and "· rerank: rerank · dim 32 · fp32" in text
+    ranker["workers"] = [{"ready": True}]
+    assert problems(status) == []

@@ -79,3 +79,47 @@ def test_unknown_variable_is_an_error_not_ignored(monkeypatch):
     monkeypatch.setenv("ZEROEMBED_STATUS_ENDPOINT", "tcp://127.0.0.1:5555")  # `zeroembed status`'s, not ours
     monkeypatch.setenv("ZEROEMBED_MAX_ADDED_PADDING", "8")
     assert load_settings(device="cpu").max_added_padding == 8
+
+
+def test_models_from_flags_and_from_the_variable(monkeypatch):
+    settings = load_settings(device="cpu", model=["artifacts/minilm", "rerank=/srv/reranker"])
+    assert [(name, str(path)) for name, path in settings.models] == [(None, "artifacts/minilm"),
+                                                                      ("rerank", "/srv/reranker")]
+    monkeypatch.setenv("ZEROEMBED_MODEL", "artifacts/minilm, rerank=/srv/reranker")
+    assert load_settings(device="cpu").models == settings.models
+    assert load_settings(device="cpu", model=["a=b"]).models[0][0] == "a"
+    with pytest.raises(SettingsError, match="same name"):
+        load_settings(device="cpu", model=["x=a", "x=b"])
+
+
+@pytest.mark.parametrize(("models", "threads"), [(1, 8), (2, 4), (3, 2)])
+def test_the_cores_are_split_across_models(monkeypatch, models, threads):
+    monkeypatch.setattr("zeroembed.server.config.cpu_count", lambda: 8)
+    settings = load_settings(device="cpu", model=[f"m{i}=dir{i}" for i in range(models)])
+    assert settings.threads_per_worker == threads
+    assert load_settings(device="cpu", model=["a", "b=c"], threads_per_worker=8).threads_per_worker == 8
+
+
+def test_the_api_key_from_a_flag_or_a_file(tmp_path):
+    assert load_settings(device="cpu").http_api_key is None
+    assert load_settings(device="cpu", api_key="k1").http_api_key == "k1"
+    assert "k1" not in repr(load_settings(device="cpu", api_key="k1"))  # a secret: never in logs or errors
+    (tmp_path / "key").write_text("k2\n")
+    assert load_settings(device="cpu", api_key_file=tmp_path / "key").http_api_key == "k2"
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings(device="cpu", api_key="k1", api_key_file=tmp_path / "key")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SettingsError, match="is empty"):
+        load_settings(device="cpu", api_key_file=tmp_path / "empty")
+
+
+def test_a_list_setting_is_a_repeatable_flag():
+    import argparse
+
+    from zeroembed.server.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--model", "a", "--model", "rerank=b", "--api-key", "k"])
+    assert args.model == ["a", "rerank=b"] and args.api_key == "k"
+    assert parser.parse_args(["serve"]).model is None  # unset: falls through to ZEROEMBED_MODEL

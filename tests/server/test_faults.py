@@ -178,7 +178,8 @@ def test_request_timeout_answers_instead_of_hanging(default_artifact, tmp_path):
 def gauges(server: RunningServer) -> dict[str, float]:
     text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     names = ("zeroembed_queue_depth", "zeroembed_in_flight_texts", "zeroembed_busy_workers")
-    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(names)}
+    # One model: each gauge has one line, labelled with its name.
+    return {line.split("{")[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(names)}
 
 
 def test_gauges_show_the_work_in_progress_when_scraped(default_artifact, tmp_path):

@@ -93,7 +93,8 @@ def counters(server: RunningServer) -> dict[str, float]:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         text = response.read().decode()
     names = ("zeroembed_cache_hits_total", "zeroembed_cache_misses_total", "zeroembed_batch_size_count")
-    return {name: float(re.search(rf"^{name} (\S+)$", text, re.M).group(1)) for name in names}
+    # One model: each series has one line, labelled with its name.
+    return {name: float(re.search(rf'^{name}{{model="[^"]*"}} (\S+)$', text, re.M).group(1)) for name in names}
 
 
 def test_a_repeated_text_is_a_cache_hit(cached_server):

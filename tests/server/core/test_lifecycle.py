@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zeroembed.client.protocol import ErrorCode, Request
-from zeroembed.server.artifact import ArtifactManifest
+from zeroembed.server.artifact import ArtifactManifest, RerankManifest
 from zeroembed.server.config import RequestLimits
 from zeroembed.server.core.batcher import Batcher
 from zeroembed.server.core.cache import EmbeddingCache
@@ -78,7 +78,7 @@ def make_core(tokenizer_path: Path, *, max_queue: int = 100, timeout_s: float = 
                                 outputs=["sentence_embedding", "pooled_embedding", "token_embeddings"],
                                 prompts=prompts or {}, default_prompt_name=default_prompt_name)
     batcher = Batcher(max_batch_tokens=64, max_batch_size=max_batch_size, wait_s=0.002, max_added_padding=None)
-    metrics = Metrics()
+    metrics = Metrics().for_model("test")
     core = RequestCore("test", manifest, TextTokenizer(tokenizer_path, MAX_LENGTH), batcher,
                        RequestLimits(max_texts_per_request=8, max_chars_per_text=200, max_queue=max_queue,
                                      request_timeout_s=timeout_s), metrics,
@@ -136,7 +136,7 @@ def test_a_refused_request_is_answered_at_once_and_queues_nothing(tokenizer_path
     (outcome,) = encode(core, texts, **options)
     assert outcome.error == code and needle in outcome.message
     assert not core.jobs and not core.batcher and not workers.running
-    assert core.metrics.errors.labels(code.value)._value.get() == 1
+    assert core.metrics.errors.labels("encode", code.value)._value.get() == 1
 
 
 def test_past_the_queue_bound_requests_are_busy_until_room_is_made(tokenizer_path):
@@ -242,3 +242,110 @@ def test_dimensions_cut_the_vectors_and_renormalize_normalized_ones(tokenizer_pa
     answers = encode(raw[0], ["a b c"], dimensions=2)
     raw[1].run_all(raw[0])
     assert answers[0].arrays[0].tolist() == [[5, 0]]  # not normalized: only cut
+
+
+# ---------------------------------------------------------------------- rerank
+
+
+def make_rerank_core(tokenizer_path: Path, *, max_documents: int = 6, max_queue: int = 100, max_batch_size: int = 2):
+    """A reranker's core: the default model's tokenizer encodes pairs as a BERT cross-encoder's does."""
+    clock = Clock()
+    manifest = RerankManifest(task="rerank", format_version=1, source="test-reranker", hidden_size=DIM,
+                              max_seq_length=MAX_LENGTH, precision="fp32",
+                              inputs=["input_ids", "attention_mask", "token_type_ids"], outputs=["logits"],
+                              num_labels=1, activation="sigmoid")
+    batcher = Batcher(max_batch_tokens=64, max_batch_size=max_batch_size, wait_s=0.002, max_added_padding=None)
+    core = RequestCore("ranker", manifest, TextTokenizer(tokenizer_path, MAX_LENGTH), batcher,
+                       RequestLimits(max_texts_per_request=8, max_chars_per_text=200, max_queue=max_queue,
+                                     request_timeout_s=5.0, max_documents_per_rerank=max_documents),
+                       Metrics().for_model("ranker"), clock=clock)
+    workers = RerankWorkers(batcher, clock, 8)
+    core.attach(workers)
+    return core, workers
+
+
+class RerankWorkers(FakeWorkers):
+    """Each pair's logit is its length minus where its document starts: the document's own tokens."""
+
+    def run_all(self, core: RequestCore) -> None:
+        batches, self.running = self.running, []
+        for batch in batches:
+            logits = np.array([[item.length - item.split] for item in batch.items], dtype=np.float32)
+            core.deliver(batch, {"logits": logits})
+
+
+def rerank(core: RequestCore, query: str, documents, request_id: str = "q", **options) -> list:
+    answers: list = []
+    core.submit(Request({"v": 1, "id": request_id, "op": "rerank", "query": query, **options}, documents),
+                answers.append)
+    return answers
+
+
+def test_a_rerank_request_runs_as_pairs_across_batches_and_is_answered_with_scores_in_document_order(
+        tokenizer_path):
+    core, workers = make_rerank_core(tokenizer_path)
+    documents = ["a b c", "a", "a b", "a b c d e"]
+    answers = rerank(core, "the query", documents)
+    assert not answers and len(workers.running) == 2  # four pairs, two batches of two
+    items = [item for batch in workers.running for item in batch.items]
+    # [CLS] the query [SEP] | document [SEP]: the document (token type 1) starts at 4; a pair's length is its budget.
+    assert {item.split for item in items} == {4}
+    assert sorted(item.length for item in items) == [6, 7, 8, 10]
+    workers.run_all(core)
+    (outcome,) = answers
+    assert outcome.error is None and outcome.request_id == "q"
+    logits = np.array([4, 2, 3, 6], dtype=np.float64)  # each document's words + its [SEP]
+    np.testing.assert_allclose(outcome.arrays[0], 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    assert outcome.fields["num_tokens"] == 31
+    assert not core.jobs and core.queued_texts == 0
+    assert core.metrics.request_latency.labels("rerank")._sum.get() >= 0
+
+
+def test_raw_scores_are_the_logits(tokenizer_path):
+    core, workers = make_rerank_core(tokenizer_path)
+    answers = rerank(core, "q", ["a b", "a"], raw_scores=True)
+    workers.run_all(core)
+    assert answers[0].arrays[0].tolist() == [3.0, 2.0]
+
+
+def test_a_long_document_is_cut_to_fit_the_pair(tokenizer_path):
+    core, workers = make_rerank_core(tokenizer_path)
+    answers = rerank(core, "q", ["a " * 40])
+    assert [item.length for batch in workers.running for item in batch.items] == [MAX_LENGTH]
+    workers.run_all(core)
+    assert answers[0].error is None
+
+
+@pytest.mark.parametrize(("documents", "options", "code", "needle"), [
+    ([], {}, ErrorCode.INVALID_REQUEST, "documents is empty"),
+    (["x"] * 7, {}, ErrorCode.LIMIT_EXCEEDED, "7 documents in one rerank request; the limit is 6"),
+    (["x" * 201], {}, ErrorCode.LIMIT_EXCEEDED, "documents[0] has 201 characters"),
+    (["x"], {"raw_scores": 1}, ErrorCode.INVALID_REQUEST, "'raw_scores'"),
+    (["ok", "a " * 40], {"truncate": False}, ErrorCode.TEXT_TOO_LONG, "(query, documents[1]) has 44 tokens"),
+])
+def test_a_refused_rerank_request_is_answered_at_once_and_queues_nothing(tokenizer_path, documents, options, code,
+                                                                        needle):
+    core, workers = make_rerank_core(tokenizer_path)
+    (outcome,) = rerank(core, "q", documents, **options)
+    assert outcome.error == code and needle in outcome.message, outcome.message
+    assert not core.jobs and not core.batcher and not workers.running
+    assert core.metrics.errors.labels("rerank", code.value)._value.get() == 1
+
+
+def test_documents_count_against_the_queue_bound(tokenizer_path):
+    core, workers = make_rerank_core(tokenizer_path, max_queue=5, max_batch_size=4)
+    assert rerank(core, "q", ["a", "b", "c"], "first") == []
+    (busy,) = rerank(core, "q", ["a", "b", "c"], "second")
+    assert busy.error == ErrorCode.BUSY
+    workers.run_all(core)
+    assert rerank(core, "q", ["a", "b", "c"], "third") == []
+
+
+def test_each_task_refuses_the_other_op(tokenizer_path):
+    ranker, _ = make_rerank_core(tokenizer_path)
+    (outcome,) = encode(ranker, ["a"])
+    assert outcome.error == ErrorCode.INVALID_REQUEST and "'ranker' is a reranker" in outcome.message
+    embedder, _, _ = make_core(tokenizer_path)
+    (outcome,) = rerank(embedder, "q", ["a"])
+    assert outcome.error == ErrorCode.INVALID_REQUEST and "'test' is an embedding model" in outcome.message
+    assert not ranker.jobs and not embedder.jobs

@@ -411,7 +411,7 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
     broker = StandInBroker(tmp_path)
     port = free_port()
     metrics = Metrics()
-    adapter = BertAdapter(broker.endpoint, metrics, bind="127.0.0.1", port=port, port_out=free_port(),
+    adapter = BertAdapter(broker.endpoint, metrics.for_model("m"), bind="127.0.0.1", port=port, port_out=free_port(),
                           max_message_bytes=2**20, request_timeout_s=120.0, hold_s=2.0, max_held=2)
     adapter.start()
     context = zmq.Context()
@@ -420,7 +420,7 @@ def test_held_replies_expire_and_are_bounded(tmp_path):
     push.connect(f"tcp://127.0.0.1:{port}")
 
     def sample(name: str) -> float:
-        return metrics.registry.get_sample_value(name) or 0.0
+        return metrics.registry.get_sample_value(name, {"model": "m"}) or 0.0
 
     try:
         for i in range(3):  # three replies for a client that never subscribes; room to hold two
@@ -448,7 +448,7 @@ class InProcessAdapter:
 
         self.port, port_out = free_port(), free_port()
         self.metrics = Metrics()
-        self.adapter = BertAdapter(internal_endpoint, self.metrics, bind="127.0.0.1", port=self.port,
+        self.adapter = BertAdapter(internal_endpoint, self.metrics.for_model("m"), bind="127.0.0.1", port=self.port,
                                    port_out=port_out, max_message_bytes=2**20, request_timeout_s=120.0, **bounds)
         self.context = zmq.Context()
         self.push = self.context.socket(zmq.PUSH)
@@ -468,7 +468,7 @@ class InProcessAdapter:
         return int(frames[-1]), json.loads(frames[1])
 
     def sample(self, name: str, **labels) -> float:
-        return self.metrics.registry.get_sample_value(name, labels or None) or 0.0
+        return self.metrics.registry.get_sample_value(name, {"model": "m", **labels}) or 0.0
 
     def close(self) -> None:
         self.push.close()

@@ -196,9 +196,10 @@ def test_metrics_count_requests_batches_and_errors(server):
                  "zeroembed_batch_tokens_bucket", "zeroembed_inference_seconds_bucket", "zeroembed_queue_depth",
                  "zeroembed_busy_workers"):
         assert name in text, name
-    assert 'zeroembed_errors_total{code="limit_exceeded"}' in text
+    model = server.client().status()["name"]
+    assert f'zeroembed_errors_total{{code="limit_exceeded",model="{model}",op="encode"}}' in text
     texts_total = next(float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("zeroembed_texts_total"))
+                       if line.startswith(f'zeroembed_texts_total{{model="{model}"}}'))
     assert texts_total >= 2
 
 

@@ -60,7 +60,7 @@ def dispatcher(tmp_path: Path):
     batcher = Batcher(max_batch_tokens=2048, max_batch_size=8, wait_s=0.0, max_added_padding=4)
     sink = Sink()
     dispatcher = Dispatcher(tmp_path, settings.worker_config, tmp_path / "model.onnx",
-                            ("input_ids", "attention_mask"), Metrics(), batcher, sink)
+                            ("input_ids", "attention_mask"), Metrics().for_model("m"), batcher, sink)
     failed = sink.failed
     worker = WorkerHandle(index=0, process=FakeProcess(), channel=object())
     dispatcher.pool.workers = {0: worker}

@@ -128,3 +128,32 @@ def test_residual_layer_norms_are_fused_at_load_except_on_cpu(default_artifact, 
     ort.InferenceSession(str(default_artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
     ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert (ops.count(kept), ops.count(gone)) == (12, 0)
+
+
+def test_pairs_get_their_token_types(cross_encoder):
+    """A reranker's batch of (query, document) pairs: type 1 on each document, as the tokenizer says."""
+    artifact = cross_encoder[1]
+    tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
+    pairs = [("arctic animals", "polar bears"), ("arctic animals", "a much longer document about stocks"),
+             ("q", "word " * 100)]  # the last one truncated to the model's 64 tokens
+    encodings = tokenizer.encode_batch(pairs)
+    ids = np.concatenate([np.array(e.ids, dtype=np.int32) for e in encodings])
+    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int32)
+    splits = np.array([e.type_ids.index(1) for e in encodings], dtype=np.int32)
+    width = int(lengths.max())
+    feeds = {name: np.zeros((len(pairs), width), dtype=np.int64)
+             for name in ("input_ids", "attention_mask", "token_type_ids")}
+    for row, e in enumerate(encodings):
+        feeds["input_ids"][row, :len(e.ids)] = e.ids
+        feeds["attention_mask"][row, :len(e.ids)] = 1
+        feeds["token_type_ids"][row, :len(e.ids)] = e.type_ids
+    session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["logits"], feeds)
+    runtime = EncoderRuntime(artifact / "model.onnx", device="cpu", threads=1,
+                             inputs=("input_ids", "attention_mask", "token_type_ids"))
+    got = runtime.run(ids, lengths, ["logits"], splits=splits)["logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    one = runtime.run(ids[:lengths[0]], lengths[:1], ["logits"], splits=splits[:1])["logits"]  # the one-text path
+    np.testing.assert_allclose(one, expected[:1], atol=1e-5)
+    # Without the splits every token would be type 0, a different score: the test can tell.
+    assert not np.allclose(runtime.run(ids, lengths, ["logits"])["logits"], expected, atol=1e-5)
