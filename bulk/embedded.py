@@ -52,10 +52,20 @@ class EmbeddedOptions:
 
 
 class _Job:
-    """The owner the dispatcher sees for every text of the job (it expects a request)."""
+    """The owner the worker side sees for every text of the job (``batcher.Owner``)."""
 
-    source = SENTENCE
+    model_output = SENTENCE
     failed = False
+
+
+class _Sink:
+    """The job's side of the worker side's ``Completion``: vectors to the shards, failures to the engine."""
+
+    def __init__(self, deliver, fail) -> None:
+        self.deliver, self._fail = deliver, fail
+
+    def fail(self, _owners, _code, message: str) -> None:
+        self._fail(message)
 
 
 class EmbeddedEngine:
@@ -101,8 +111,9 @@ class EmbeddedEngine:
         """Embed the rows at the positions in ``ranges``; every vector goes to ``assembler``."""
         from zeroembed.server.core.batcher import Batcher
         from zeroembed.server.core.tokenization import BackgroundTokenizer
+        from zeroembed.server.errors import StartupError
         from zeroembed.server.metrics import Metrics
-        from zeroembed.server.workers.dispatch import Dispatcher, StartupError
+        from zeroembed.server.workers.dispatch import Dispatcher
 
         settings = self.settings
         batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
@@ -111,18 +122,20 @@ class EmbeddedEngine:
         tokenizer = BackgroundTokenizer(self.artifact.tokenizer_path, self.artifact.manifest.max_seq_length)
         outstanding = [0]  # rows tokenizing, queued or running
 
-        def deliver(flight, arrays: dict[str, np.ndarray]) -> None:
-            items = flight.batch.items
+        def deliver(batch, arrays: dict[str, np.ndarray]) -> None:
+            items = batch.items
             positions = np.fromiter((item.index for item in items), dtype=np.int64, count=len(items))
             lengths = np.fromiter((item.length for item in items), dtype=np.int32, count=len(items))
             assembler.add(positions, arrays[SENTENCE], lengths)
             outstanding[0] -= len(items)
             progress.update(len(items), int(lengths.sum()))
 
-        def fail(_request, _code, message: str) -> None:
+        def fail(message: str) -> None:
             self._error = message
 
-        dispatcher = Dispatcher(sockdir, settings, self.artifact, Metrics(), batcher, deliver=deliver, fail=fail)
+        manifest = self.artifact.manifest
+        dispatcher = Dispatcher(sockdir, settings.worker_config, self.artifact.model_path, tuple(manifest.inputs),
+                                Metrics().for_model(self.artifact.name), batcher, _Sink(deliver, fail))
         self._dispatcher = dispatcher
         try:
             try:
