@@ -41,11 +41,21 @@ _MS_DOMAIN = "com.microsoft"
 
 
 def fuse(model: onnx.ModelProto, source: ModelSource) -> OnnxModel:
-    """Run ORT's bert optimizer on ``model``; fail unless every layer's attention fused."""
+    """Run ORT's bert optimizer on ``model``; fail unless every layer's attention fused.
+
+    For the architectures of :mod:`.fused_attention` the traced graph already holds
+    its attention placeholders: they become ``MultiHeadAttention`` here, and the
+    optimizer only fuses what else it can (LayerNormalization, Gelu).
+    """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from .fused_attention import to_contrib_ops, uses_fused_attention
+
     options = FusionOptions("bert")
+    if uses_fused_attention(source.model_type):
+        to_contrib_ops(model)
+        options.enable_attention = False
     # Default mask handling on purpose: attention_mask is reduced to per-row lengths
     # (1-D mask_index), the form ORT's fastest CUDA attention kernels take. It assumes
     # right padding, which BERT's absolute position ids require anyway.

@@ -55,15 +55,24 @@ def load_encoder(source: ModelSource) -> torch.nn.Module:
     os.environ["HF_HUB_OFFLINE"] = "1"  # must precede importing transformers
     from transformers import AutoModel
 
+    from . import fused_attention
+
+    kwargs: dict[str, object] = {"attn_implementation": _ATTN_IMPLEMENTATION}
+    if fused_attention.uses_fused_attention(source.model_type):
+        fused_attention.register()
+        kwargs = {"attn_implementation": fused_attention.ATTN_IMPLEMENTATION}
+        if source.model_type in fused_attention.DECODER_MODEL_TYPES:
+            kwargs["use_cache"] = False  # one forward pass; no KV cache in the graph
+    if source.model_type not in ("modernbert", "qwen2", "qwen3"):  # these have no pooler
+        kwargs["add_pooling_layer"] = False
     try:
         with _quiet_transformers():
             model, info = AutoModel.from_pretrained(
                 str(source.path),
                 local_files_only=True,
-                attn_implementation=_ATTN_IMPLEMENTATION,
-                add_pooling_layer=False,
                 output_loading_info=True,
                 dtype="float32",
+                **kwargs,
             )
     except Exception as err:  # safetensors, torch.load, OSError... all mean "bad weights"
         raise ExportError(f"cannot load the weights in {source.path}: {err}") from err

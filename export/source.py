@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportError
+from .fused_attention import MODEL_TYPES as _FUSED_ATTENTION_MODEL_TYPES
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -22,7 +23,9 @@ POOLING_MODES = ("mean", "cls", "max")
 # (checked again after fusion: a layer that fails to fuse still fails the export).
 # Measured with transformers 5.24: mpnet does not fuse; electra and distilbert
 # differ in config/constructor and are not wired up.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+# The rotary-embedding models after them get their attention fused by the exporter
+# itself (fused_attention.py).
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", *_FUSED_ATTENTION_MODEL_TYPES)
 # These number positions from padding_idx + 1, so pad_token_id + 1 slots are unusable.
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta")
 
