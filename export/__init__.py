@@ -34,6 +34,7 @@ def export_model(
     precision: str = "fp32",
     pooling: str | None = None,
     max_seq_length: int | None = None,
+    allow_unfused: bool = False,
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Manifest:
@@ -56,6 +57,7 @@ def export_model(
         precision=precision,
         pooling=pooling,
         max_seq_length=max_seq_length,
+        allow_unfused=allow_unfused,
         force=force,
         log=log,
     )

@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a model as a fused ONNX artifact",
         description=(
-            "Export a BERT-family sentence encoder to a directory holding model.onnx (fused "
-            "attention, pooling in the graph), tokenizer.json and manifest.json, after checking "
-            "it against PyTorch. See docs/artifact.md."
+            "Export a sentence-transformers model (or a plain Hugging Face encoder) to a directory "
+            "holding model.onnx (fused attention, its pooling/Dense/Normalize head in the graph), "
+            "tokenizer.json and manifest.json, after checking it against PyTorch. See "
+            "docs/artifact.md and docs/models.md."
         ),
     )
     parser.add_argument(
@@ -36,10 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fp32 (default, CPU or GPU), fp16 (GPU), int8 (CPU, dynamic quantisation)",
     )
     parser.add_argument(
-        "--pooling", choices=("mean", "cls", "max"), help="override the model's pooling"
+        "--pooling",
+        choices=("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"),
+        help="override the model's pooling",
     )
     parser.add_argument(
         "--max-seq-length", type=int, metavar="N", help="override the tokenizer's truncation length"
+    )
+    parser.add_argument(
+        "--allow-unfused",
+        action="store_true",
+        help="export even if attention does not fuse into one node per layer (slow; recorded in the manifest)",
     )
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(handler=run)
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             pooling=args.pooling,
             max_seq_length=args.max_seq_length,
+            allow_unfused=args.allow_unfused,
             force=args.force,
             log=_log,
         )

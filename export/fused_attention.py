@@ -1,34 +1,33 @@
-"""Fused attention for the architectures ONNX Runtime's optimizer does not fuse.
+"""Fused attention for ModernBERT, NomicBERT, Qwen2 and Qwen3 (``in-graph`` builder).
 
-ModernBERT, NomicBERT and the Qwen2/Qwen3 decoders apply rotary position
-embeddings to the queries and keys, and ModernBERT alternates global and
-sliding-window layers; Qwen adds a causal mask and grouped-query heads. None of
-these match the attention patterns of ``onnxruntime.transformers``, so instead
-of tracing the attention math and hoping a pattern matches, the exporter writes
-the fused op itself:
+These models apply rotary position embeddings to the queries and keys, ModernBERT
+alternates global and sliding-window layers, and the Qwen decoders add a causal
+mask and grouped-query heads. None of this matches the attention patterns of
+``onnxruntime.transformers``, so instead of tracing the attention math and
+hoping a pattern matches, the body built here emits the fused op itself while
+running transformers' own model for everything else:
 
-1. :func:`register` adds an attention implementation to transformers
-   (``config._attn_implementation = ATTN_IMPLEMENTATION``). It receives each
-   layer's queries, keys and values after the model applied its rotary
-   embedding, and the layer's additive mask as transformers' eager path builds
-   it ([batch, 1, query, key], 0 or the dtype's minimum): bidirectional padding
+1. :func:`register` adds an attention implementation to transformers, and
+   :func:`build` returns a body that switches the model to it for its forward.
+   transformers hands it each layer's queries, keys and values after the
+   model's rotary embedding, and that layer's additive mask exactly as its eager
+   path builds it ([batch, 1, query, key], 0 or the dtype's minimum): padding
    for global layers, the band for ModernBERT's sliding layers, causal plus
    padding for the decoders. One mask per layer type, built once per batch.
 2. It calls the custom torch op ``zeroembed::fused_attention``, which computes
-   eager attention in PyTorch (the parity reference runs it) and which the
-   TorchScript exporter writes as one placeholder node.
-3. :func:`to_contrib_ops` rewrites each placeholder into ONNX Runtime's
-   ``com.microsoft.MultiHeadAttention`` with the mask as its ``attention_bias``.
+   eager attention in PyTorch and which the TorchScript exporter writes as one
+   ``com.microsoft.MultiHeadAttention`` node with the mask as its
+   ``attention_bias``.
 
 Why ``MultiHeadAttention`` and not ``GroupQueryAttention``: GQA's CPU kernel is
 causal-only and finds each row's length from ``seqlens_k``, which assumes right
 padding; the encoders need bidirectional and banded masks, and the decoders'
 vectors must not depend on the padding side. MHA with an attention bias covers
 all four models with one op. Grouped-query heads are expanded to the query
-heads before the op (a broadcast copy of K and V; the op dominates).
-Rotary embedding stays as the traced elementwise ops (a few Mul/Add/Slice per
-layer on [batch, seq, hidden]); ``RotaryEmbedding`` would fuse them but needs a
-per-architecture cache layout, left for later.
+heads before the op (a broadcast copy of K and V). Rotary embedding stays as
+the traced elementwise ops (a few Mul/Add/Slice per layer); ``RotaryEmbedding``
+would fuse them but needs a per-architecture cache layout, left for later.
+The parity gate runs transformers' unmodified eager model as the reference.
 """
 
 from __future__ import annotations
@@ -36,30 +35,38 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import onnx
     import torch
 
-# Architectures exported through this module (model_type -> kind of attention).
-MODEL_TYPES: dict[str, str] = {
-    "modernbert": "bidirectional, global and sliding-window layers",
-    "nomic_bert": "bidirectional",
-    "qwen2": "causal, grouped-query",
-    "qwen3": "causal, grouped-query",
-}
-DECODER_MODEL_TYPES = ("qwen2", "qwen3")
+    from .source import ModelSource
 
 ATTN_IMPLEMENTATION = "zeroembed_mha"
 _OP = "zeroembed::fused_attention"
-_PLACEHOLDER_DOMAIN = "zeroembed"
-_PLACEHOLDER_OP = "FusedAttention"
-_MS_DOMAIN = "com.microsoft"
 
 _registered = False
 
 
-def uses_fused_attention(model_type: str) -> bool:
-    """Whether ``model_type`` is exported with this module's attention."""
-    return model_type in MODEL_TYPES
+def build(encoder: torch.nn.Module, source: ModelSource) -> torch.nn.Module:
+    """A body (input_ids, attention_mask -> last hidden state) running ``encoder`` with fused attention."""
+    import torch
+
+    register()
+
+    class FusedAttentionBody(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            # The reference body shares this model: switch its attention only for this call.
+            config = self.encoder.config
+            eager = config._attn_implementation
+            config._attn_implementation = ATTN_IMPLEMENTATION
+            try:
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            finally:
+                config._attn_implementation = eager
+
+    return FusedAttentionBody()
 
 
 def register() -> None:
@@ -95,14 +102,17 @@ def register() -> None:
 
     @symbolic_helper.parse_args("v", "v", "v", "v", "i", "f")
     def symbolic(g, query, key, value, bias, num_heads, scale):  # noqa: ANN001, ANN202
+        def absent():  # an absent optional input, written as an empty input name
+            return g.op("prim::Constant").setType(torch._C.OptionalType.ofTensor())
+
+        # MHA inputs: query, key, value, bias (of the projections), key_padding_mask, attention_bias.
         node = g.op(
-            f"{_PLACEHOLDER_DOMAIN}::{_PLACEHOLDER_OP}", query, key, value, bias,
+            "com.microsoft::MultiHeadAttention", query, key, value, absent(), absent(), bias,
             num_heads_i=num_heads, scale_f=scale,
         )
-        node.setType(query.type())
-        return node
+        return node.setType(query.type())
 
-    # Any opset from 1 up: the symbolic emits one node of its own domain.
+    # Any opset from 1 up: the symbolic emits one com.microsoft node.
     torch.onnx.register_custom_op_symbolic(_OP, symbolic, 1)
     AttentionInterface.register(ATTN_IMPLEMENTATION, _attention)
     # Masks exactly as transformers' eager attention gets them (additive, dtype minimum).
@@ -155,25 +165,3 @@ def _attention(
     else:
         out = torch.ops.zeroembed.fused_attention(q, k, v, attention_mask.to(q.dtype), heads, scale)
     return out.view(batch, seq, heads, head_dim), None
-
-
-def to_contrib_ops(model: onnx.ModelProto) -> int:
-    """Rewrite the placeholders into ``com.microsoft.MultiHeadAttention``; returns how many."""
-    import onnx
-
-    count = 0
-    for node in model.graph.node:
-        if node.domain != _PLACEHOLDER_DOMAIN or node.op_type != _PLACEHOLDER_OP:
-            continue
-        query, key, value, bias = node.input
-        node.domain, node.op_type = _MS_DOMAIN, "MultiHeadAttention"
-        del node.input[:]
-        # MHA inputs: query, key, value, bias (projection), key_padding_mask, attention_bias.
-        node.input.extend([query, key, value, "", "", bias])
-        count += 1
-    kept = [o for o in model.opset_import if o.domain != _PLACEHOLDER_DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    if not any(o.domain == _MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(_MS_DOMAIN, 1))
-    return count

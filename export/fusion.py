@@ -40,41 +40,49 @@ FUSED_OPS = ATTENTION_OPS + (
 _MS_DOMAIN = "com.microsoft"
 
 
-def fuse(model: onnx.ModelProto, source: ModelSource) -> OnnxModel:
-    """Run ORT's bert optimizer on ``model``; fail unless every layer's attention fused.
+def fuse(model: onnx.ModelProto, source: ModelSource) -> tuple[OnnxModel, bool]:
+    """Run ORT's transformer optimizer on ``model``; returns (graph, attention fused in every layer).
 
-    For the architectures of :mod:`.fused_attention` the traced graph already holds
-    its attention placeholders: they become ``MultiHeadAttention`` here, and the
-    optimizer only fuses what else it can (LayerNormalization, Gelu).
+    Attention either fuses here (``ort-bert`` architectures) or was emitted fused by
+    the architecture's builder (``in-graph``); the optimizer still fuses what else it
+    can (LayerNorm, Gelu, embeddings). Unless the export allows it
+    (``--allow-unfused``), a graph without one fused attention per layer is refused.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.onnx_model import OnnxModel
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .fused_attention import to_contrib_ops, uses_fused_attention
-
-    options = FusionOptions("bert")
-    if uses_fused_attention(source.model_type):
-        to_contrib_ops(model)
-        options.enable_attention = False
-    # Default mask handling on purpose: attention_mask is reduced to per-row lengths
-    # (1-D mask_index), the form ORT's fastest CUDA attention kernels take. It assumes
-    # right padding, which BERT's absolute position ids require anyway.
-    options.use_raw_attention_mask(False)
-    options.enable_skip_layer_norm = False  # see the module docstring
-    try:
-        optimized = optimize_model(
-            model,
-            model_type="bert",
-            num_heads=source.num_heads,
-            hidden_size=source.hidden_size,
-            optimization_options=options,
-            opt_level=0,  # python fusions only: provider-neutral
-            use_gpu=False,
-        )
-    except Exception as err:
-        raise ExportError(f"ONNX Runtime's transformer optimizer failed: {err}") from err
-    check_fusion(optimized.model, source.num_layers)
-    return optimized
+    model_type = source.spec.optimizer
+    if model_type is None:
+        optimized = OnnxModel(model)
+    else:
+        options = FusionOptions(model_type)
+        # Default mask handling on purpose: attention_mask is reduced to per-row lengths
+        # (1-D mask_index), the form ORT's fastest CUDA attention kernels take. It assumes
+        # right padding, which BERT's absolute position ids require anyway.
+        options.use_raw_attention_mask(False)
+        options.enable_skip_layer_norm = False  # see the module docstring
+        if source.spec.fusion == "in-graph":
+            # The builder emitted the attention; the optimizer's embedding fusion assumes BERT's
+            # embeddings and attention mask path, and mis-wires the mask on a rebuilt body.
+            options.enable_attention = False
+            options.enable_embed_layer_norm = False
+        try:
+            optimized = optimize_model(
+                model,
+                model_type=model_type,
+                num_heads=source.num_heads,
+                hidden_size=source.hidden_size,
+                optimization_options=options,
+                opt_level=0,  # python fusions only: provider-neutral
+                use_gpu=False,
+            )
+        except Exception as err:
+            raise ExportError(f"ONNX Runtime's transformer optimizer failed: {err}") from err
+    fused = attention_count(optimized.model) == source.num_layers
+    if not fused and not source.allow_unfused:
+        check_fusion(optimized.model, source.num_layers)
+    return optimized, fused
 
 
 def fused_operator_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -96,5 +104,6 @@ def check_fusion(model: onnx.ModelProto, num_layers: int) -> None:
         raise QualityGateError(
             f"attention fusion failed: {found} fused attention nodes for {num_layers} encoder "
             "layers (the graph would run unfused, slowly); this architecture or transformers "
-            "version produces an attention pattern ONNX Runtime's optimizer does not match"
+            "version produces an attention pattern ONNX Runtime's optimizer does not match "
+            "(--allow-unfused exports it anyway)"
         )

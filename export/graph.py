@@ -1,12 +1,15 @@
-"""The torch side: load the encoder, wrap it with pooling, export to ONNX.
+"""The torch side: load the encoder, wrap it with its head, export to ONNX.
 
-Pooling and normalisation live inside the exported module so the artifact is
-self-contained: any ONNX Runtime user gets sentence embeddings without
-re-implementing the model's pooling.
+The sentence-transformers head (pooling, Dense, Normalize: export/pooling.py)
+lives inside the exported module so the artifact is self-contained: any ONNX
+Runtime user gets sentence embeddings without re-implementing it. An
+architecture whose attention ONNX Runtime's optimizer cannot fuse is exported
+through a rebuilt body that emits the fused op itself (export/architectures.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     import torch
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
+# Optional third input, present only when the pooling leaves the prompt out (docs/artifact.md).
+PROMPT_LENGTH = "prompt_length"
 OUTPUT_NAMES = ["token_embeddings", "sentence_embedding", "pooled_embedding"]
 OPSET = 17
 
@@ -55,24 +60,15 @@ def load_encoder(source: ModelSource) -> torch.nn.Module:
     os.environ["HF_HUB_OFFLINE"] = "1"  # must precede importing transformers
     from transformers import AutoModel
 
-    from . import fused_attention
-
-    kwargs: dict[str, object] = {"attn_implementation": _ATTN_IMPLEMENTATION}
-    if fused_attention.uses_fused_attention(source.model_type):
-        fused_attention.register()
-        kwargs = {"attn_implementation": fused_attention.ATTN_IMPLEMENTATION}
-        if source.model_type in fused_attention.DECODER_MODEL_TYPES:
-            kwargs["use_cache"] = False  # one forward pass; no KV cache in the graph
-    if source.model_type not in ("modernbert", "qwen2", "qwen3"):  # these have no pooler
-        kwargs["add_pooling_layer"] = False
     try:
         with _quiet_transformers():
             model, info = AutoModel.from_pretrained(
                 str(source.path),
                 local_files_only=True,
+                attn_implementation=_ATTN_IMPLEMENTATION,
                 output_loading_info=True,
                 dtype="float32",
-                **kwargs,
+                **source.spec.load_kwargs,
             )
     except Exception as err:  # safetensors, torch.load, OSError... all mean "bad weights"
         raise ExportError(f"cannot load the weights in {source.path}: {err}") from err
@@ -87,43 +83,54 @@ def load_encoder(source: ModelSource) -> torch.nn.Module:
     return model.eval()
 
 
-def _pooling_module(pooling: str, normalize: bool) -> type[torch.nn.Module]:
+def as_body(encoder: torch.nn.Module) -> torch.nn.Module:
+    """transformers' model as a module mapping (input_ids, attention_mask) to the last hidden state."""
     import torch
 
-    class SentenceEncoder(torch.nn.Module):
-        """encoder + masked pooling (+ L2 normalise), mirroring sentence-transformers."""
-
-        def __init__(self, encoder: torch.nn.Module) -> None:
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
 
-        def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             # token_type_ids are all zero for single-sentence embedding; leaving
             # them out keeps the contract to two inputs (BERT defaults to zeros).
-            tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            if pooling == "cls":
-                pooled = tokens[:, 0]
-            elif pooling == "max":
-                # where(), not tokens + (mask - 1) * 1e9: no inf * 0 = NaN once fp16 saturates the fill.
-                filled = torch.where(mask.bool(), tokens, torch.full_like(tokens, -1e9))
-                pooled = filled.max(dim=1).values
-            else:
-                pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            sentence = torch.nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
-            return tokens, sentence, pooled
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
 
-    return SentenceEncoder
+    return Body().eval()
 
 
-def wrap(encoder: torch.nn.Module, source: ModelSource) -> torch.nn.Module:
-    """``encoder`` wrapped to return (token_embeddings, sentence_embedding, pooled_embedding)."""
-    return _pooling_module(source.pooling, source.normalize)(encoder).eval()
+def traceable_body(encoder: torch.nn.Module, source: ModelSource) -> torch.nn.Module:
+    """The body to export: :func:`as_body`, or the architecture's in-graph-fused rebuild.
+
+    An ``in-graph`` architecture (export/architectures.py) names a module under
+    export/ whose ``build(encoder, source)`` returns a body that emits the fused
+    contrib ops itself. The parity reference always runs :func:`as_body`, so a
+    rebuild is checked against transformers' own code.
+    """
+    if source.spec.builder is None:
+        return as_body(encoder)
+    builder = importlib.import_module(f".{source.spec.builder}", __package__)
+    return builder.build(encoder, source).eval()
 
 
-def export_onnx(module: torch.nn.Module, path: Path) -> None:
+def wrap(body: torch.nn.Module, source: ModelSource) -> torch.nn.Module:
+    """``body`` plus the sentence-transformers head (export/pooling.py).
+
+    The result maps (input_ids, attention_mask[, prompt_length]) to
+    (token_embeddings, sentence_embedding, pooled_embedding).
+    """
+    from .pooling import build_head
+
+    return build_head(body, source.head).eval()
+
+
+def input_names(source: ModelSource) -> list[str]:
+    """The graph's inputs: ``prompt_length`` only when pooling leaves the prompt out."""
+    return INPUT_NAMES + ([PROMPT_LENGTH] if not source.head.include_prompt else [])
+
+
+def export_onnx(module: torch.nn.Module, path: Path, source: ModelSource) -> None:
     """TorchScript-export ``module`` to ``path`` with dynamic batch and sequence axes."""
     import torch
 
@@ -131,9 +138,12 @@ def export_onnx(module: torch.nn.Module, path: Path) -> None:
     sample = torch.arange(1000, 1000 + 3 * 17, dtype=torch.int64).reshape(3, 17)
     mask = torch.ones_like(sample)
     mask[1, 12:] = 0
+    names = input_names(source)
+    args: tuple[torch.Tensor, ...] = (sample, mask)
+    if PROMPT_LENGTH in names:
+        args += (torch.tensor([3, 0, 5], dtype=torch.int64),)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + ["token_embeddings"]}
-    axes["sentence_embedding"] = {0: "batch"}
-    axes["pooled_embedding"] = {0: "batch"}
+    axes.update({name: {0: "batch"} for name in ("sentence_embedding", "pooled_embedding", PROMPT_LENGTH)})
     try:
         # Tracer warnings about data-dependent branches in transformers' mask code are
         # expected: the batch/sequence axes are declared dynamic and parity checks the result.
@@ -141,25 +151,26 @@ def export_onnx(module: torch.nn.Module, path: Path) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
-                (sample, mask),
+                args,
                 str(path),
                 dynamo=False,
-                input_names=INPUT_NAMES,
+                input_names=names,
                 output_names=OUTPUT_NAMES,
                 dynamic_axes=axes,
                 opset_version=OPSET,
                 do_constant_folding=True,
+                custom_opsets={"com.microsoft": 1},
             )
     except Exception as err:
         raise ExportError(f"torch.onnx.export failed: {err}") from err
 
 
-def declare_output_shapes(model: onnx.ModelProto, hidden_size: int) -> None:
+def declare_output_shapes(model: onnx.ModelProto, source: ModelSource) -> None:
     """Give graph outputs their documented shapes (tracing leaves the hidden dim symbolic)."""
     shapes = {
-        "token_embeddings": ["batch", "sequence", hidden_size],
-        "sentence_embedding": ["batch", hidden_size],
-        "pooled_embedding": ["batch", hidden_size],
+        "token_embeddings": ["batch", "sequence", source.hidden_size],
+        "sentence_embedding": ["batch", source.output_dim],
+        "pooled_embedding": ["batch", source.output_dim],
     }
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
@@ -173,19 +184,20 @@ def declare_output_shapes(model: onnx.ModelProto, hidden_size: int) -> None:
 
 
 def torch_reference(
-    module: torch.nn.Module, input_ids: list[list[int]]
+    module: torch.nn.Module, input_ids: list[list[int]], prompt_lengths: list[int]
 ) -> list[tuple[object, object, object]]:
-    """Per-text (tokens [seq, hidden], sentence [hidden], pooled [hidden]) as numpy, unpadded.
+    """Per-text (tokens [seq, hidden], sentence [dim], pooled [dim]) as numpy, unpadded.
 
     One text at a time, without padding: the reference must not share the
-    masking logic it is meant to check.
+    masking logic it is meant to check. ``prompt_lengths`` reach the head
+    only where it leaves the prompt out.
     """
     import torch
 
     results = []
     with torch.no_grad():
-        for ids in input_ids:
+        for ids, prompt_length in zip(input_ids, prompt_lengths, strict=True):
             ids_t = torch.tensor([ids], dtype=torch.int64)
-            tokens, sentence, pooled = module(ids_t, torch.ones_like(ids_t))
+            tokens, sentence, pooled = module(ids_t, torch.ones_like(ids_t), torch.tensor([prompt_length]))
             results.append((tokens[0].numpy(), sentence[0].numpy(), pooled[0].numpy()))
     return results

@@ -21,7 +21,7 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
-Pooling = Literal["mean", "cls", "max"]
+Pooling = Literal["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
 Precision = Literal["fp32", "fp16", "int8"]
 
 
@@ -33,6 +33,16 @@ class Architecture(BaseModel):
     num_heads: int
     hidden_size: int
     vocab_size: int
+
+
+class DenseInfo(BaseModel):
+    """One sentence-transformers ``Dense`` layer applied in the graph after pooling."""
+
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # tanh, identity, relu, gelu, sigmoid, silu
+    residual: bool
 
 
 class Agreement(BaseModel):
@@ -83,10 +93,16 @@ class Manifest(BaseModel):
     exporter_revision: int = 1
     source: str
     architecture: Architecture
-    hidden_size: int
+    hidden_size: int  # width of sentence_embedding (after any Dense); token_embeddings: architecture.hidden_size
     max_seq_length: int
     pooling: Pooling
+    # Fields below up to ``precision`` are additive (absent in older manifests: their defaults hold).
+    include_prompt: bool = True  # False: the graph takes ``prompt_length`` and pools without the prompt
+    dense: list[DenseInfo] = Field(default_factory=list)
     normalize: bool
+    prompts: dict[str, str] = Field(default_factory=dict)
+    default_prompt_name: str | None = None
+    fused_attention: bool = True  # False only for an --allow-unfused export
     precision: Precision
     inputs: list[str]
     outputs: list[str]

@@ -8,7 +8,7 @@ masking or dynamic-shape bug in the graph shows up as a mismatch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,29 +71,54 @@ VALIDATION_TEXTS: tuple[str, ...] = (
 )
 
 
+# Texts also validated behind each of the model's prompts (prompt + text, as sentence-transformers
+# builds them), so a head that leaves the prompt out is checked with a prompt to leave out.
+PROMPTED_TEXTS: tuple[str, ...] = VALIDATION_TEXTS[2:6] + (VALIDATION_TEXTS[0],)
+
+
 @dataclass(frozen=True)
 class Reference:
-    """PyTorch outputs for :data:`VALIDATION_TEXTS`, per text, unpadded."""
+    """PyTorch outputs for the validation texts, per text, unpadded."""
 
     texts: tuple[str, ...]
+    prompt_lengths: tuple[int, ...]  # leading tokens of each text that are its prompt's
     tokens: list[np.ndarray]  # [seq_i, hidden]
-    sentence: np.ndarray  # [n, hidden]
-    pooled: np.ndarray  # [n, hidden]
+    sentence: np.ndarray  # [n, dim]
+    pooled: np.ndarray  # [n, dim]
+
+
+def validation_set(
+    tokenizer: Tokenizer, prompts: Mapping[str, str] | None = None
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(texts, prompt lengths): :data:`VALIDATION_TEXTS`, then :data:`PROMPTED_TEXTS` behind each prompt."""
+    from .tokenizer import prompt_token_length
+
+    texts, lengths = list(VALIDATION_TEXTS), [0] * len(VALIDATION_TEXTS)
+    for prompt in sorted(set((prompts or {}).values()) - {""}):
+        length = prompt_token_length(tokenizer, prompt)
+        texts.extend(prompt + text for text in PROMPTED_TEXTS)
+        lengths.extend([length] * len(PROMPTED_TEXTS))
+    return tuple(texts), tuple(lengths)
 
 
 def build_reference(
-    module: object, tokenizer: Tokenizer, texts: Sequence[str] = VALIDATION_TEXTS
+    module: object,
+    tokenizer: Tokenizer,
+    texts: Sequence[str] = VALIDATION_TEXTS,
+    prompt_lengths: Sequence[int] | None = None,
 ) -> Reference:
-    """Run the torch ``module`` (the exported wrapper, in eager mode) on each text."""
+    """Run the torch ``module`` (transformers' model plus the head, eagerly) on each text."""
     from .graph import torch_reference
 
+    lengths = tuple(prompt_lengths) if prompt_lengths is not None else (0,) * len(texts)
     ids = [enc.ids for enc in tokenizer.encode_batch(list(texts))]
     try:
-        rows = torch_reference(module, ids)  # type: ignore[arg-type]
+        rows = torch_reference(module, ids, list(lengths))  # type: ignore[arg-type]
     except Exception as err:  # e.g. an index error from a config that lies about its sizes
         raise ExportError(f"the PyTorch model failed on the validation texts: {err}") from err
     return Reference(
         texts=tuple(texts),
+        prompt_lengths=lengths,
         tokens=[r[0] for r in rows],
         sentence=np.stack([r[1] for r in rows]),
         pooled=np.stack([r[2] for r in rows]),
@@ -134,7 +159,11 @@ def validation_provider(precision: str) -> tuple[str, str | None]:
 
 
 def run_onnx(
-    model_path: str, tokenizer: Tokenizer, texts: Sequence[str], provider: str
+    model_path: str,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    provider: str,
+    prompt_lengths: Sequence[int] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, str]:
     """(tokens per text unpadded, sentence, pooled, provider actually used) from ORT."""
     import onnxruntime as ort
@@ -145,7 +174,9 @@ def run_onnx(
     tokens: list[np.ndarray] = []
     sentence, pooled = [], []
     for start in range(0, len(texts), BATCH_SIZE):
-        feed = encode_batch(tokenizer, list(texts[start : start + BATCH_SIZE]))
+        rows = slice(start, start + BATCH_SIZE)
+        row_prompts = list(prompt_lengths[rows]) if prompt_lengths is not None else None
+        feed = encode_batch(tokenizer, list(texts[rows]), row_prompts)
         feed = {i.name: feed[i.name] for i in session.get_inputs()}
         tok, sent, pool = session.run(
             ["token_embeddings", "sentence_embedding", "pooled_embedding"], feed
@@ -167,7 +198,9 @@ def compare(
     method: str | None = None,
 ) -> ParityReport:
     """Run the artifact at ``model_path`` and grade it against ``reference``."""
-    tokens, sentence, pooled, used = run_onnx(model_path, tokenizer, reference.texts, provider)
+    tokens, sentence, pooled, used = run_onnx(
+        model_path, tokenizer, reference.texts, provider, reference.prompt_lengths
+    )
     threshold, token_threshold = THRESHOLDS[precision], TOKEN_THRESHOLDS[precision]
     sent = _agreement(sentence, reference.sentence)
     pool = _agreement(pooled, reference.pooled)
@@ -180,8 +213,8 @@ def compare(
         method=method or f"ONNX Runtime {used} vs PyTorch fp32 on CPU",
         provider=used,
         reference=(
-            "transformers encoder (eager attention) + zeroembed pooling in PyTorch fp32, "
-            "one unpadded text at a time"
+            "transformers encoder (eager attention) + zeroembed's sentence-transformers head in "
+            "PyTorch fp32, one unpadded text at a time"
         ),
         num_texts=len(reference.texts),
         thresholds={

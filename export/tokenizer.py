@@ -47,11 +47,14 @@ def build_tokenizer(source: ModelSource) -> Tokenizer:
     return tokenizer
 
 
-def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
-    """Right-padded int64 ``input_ids``/``attention_mask`` for ``texts``.
+def encode_batch(
+    tokenizer: Tokenizer, texts: list[str], prompt_lengths: list[int] | None = None
+) -> dict[str, np.ndarray]:
+    """Right-padded int64 ``input_ids``/``attention_mask``, and ``prompt_length``, for ``texts``.
 
     This is what a runtime does with the artifact's tokenizer; parity checks use
-    it so that the padded, batched path is the one validated.
+    it so that the padded, batched path is the one validated. ``prompt_length``
+    (zeros unless given) is only fed to graphs that take it.
     """
     encodings = tokenizer.encode_batch(texts)
     length = max(len(e.ids) for e in encodings)
@@ -60,4 +63,18 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray
     for row, enc in enumerate(encodings):
         input_ids[row, : len(enc.ids)] = enc.ids
         attention_mask[row, : len(enc.ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    prompt_length = np.asarray(prompt_lengths or [0] * len(texts), dtype=np.int64)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "prompt_length": prompt_length}
+
+
+def prompt_token_length(tokenizer: Tokenizer, prompt: str) -> int:
+    """How many leading tokens of ``prompt + text`` belong to the prompt, as sentence-transformers counts.
+
+    The prompt alone is tokenized with special tokens; a trailing special token
+    ([SEP], </s>, EOS) is not the prompt's, a leading one ([CLS], <s>) is.
+    """
+    encoding = tokenizer.encode(prompt)
+    length = len(encoding.ids)
+    if length and encoding.special_tokens_mask[-1]:
+        length -= 1
+    return length

@@ -1,0 +1,104 @@
+"""Tiny random-weight sentence-transformers folders, built and saved by sentence-transformers itself.
+
+Each architecture gets a transformers config small enough to export in seconds
+and a tokenizer that fits it, built from the default model's BERT vocabulary
+(nothing is downloaded). The folder is written by ``SentenceTransformer.save``,
+so the exporter reads exactly what sentence-transformers writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HIDDEN = 32
+HEADS = 2
+LAYERS = 2
+POSITIONS = 130
+
+
+def _bert_vocab() -> list[str]:
+    from zeroembed.export import default_model_dir
+
+    return (default_model_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+
+
+def _bert(folder: Path) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    BertModel(BertConfig(vocab_size=len(_bert_vocab()), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                         num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+                         max_position_embeddings=POSITIONS), add_pooling_layer=False).save_pretrained(folder)
+    _vocab_tokenizer(BertTokenizerFast, folder, _bert_vocab())
+
+
+def _distilbert(folder: Path) -> None:
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    DistilBertModel(DistilBertConfig(vocab_size=len(_bert_vocab()), dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                     hidden_dim=2 * HIDDEN, max_position_embeddings=POSITIONS)).save_pretrained(folder)
+    _vocab_tokenizer(DistilBertTokenizerFast, folder, _bert_vocab())
+
+
+def _mpnet(folder: Path) -> None:
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    # MPNet's own vocabulary layout: <s> <pad> </s> <unk> first (its positions hard-code pad id 1),
+    # then BERT's word pieces ([UNK] among them is the tokenizer's unknown token), <mask> last.
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", *_bert_vocab(), "<mask>"]
+    MPNetModel(MPNetConfig(vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                           num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
+                           max_position_embeddings=POSITIONS), add_pooling_layer=False).save_pretrained(folder)
+    _vocab_tokenizer(MPNetTokenizerFast, folder, vocab)
+
+
+def _vocab_tokenizer(cls: Any, folder: Path, vocab: list[str]) -> None:
+    cls(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+
+
+ARCHITECTURES: dict[str, Callable[[Path], None]] = {"bert": _bert, "distilbert": _distilbert, "mpnet": _mpnet}
+
+
+def make_st_model(
+    out: Path,
+    architecture: str = "bert",
+    *,
+    pooling: str = "mean",
+    include_prompt: bool = True,
+    dense: Sequence[tuple[int, str]] = (),
+    normalize: bool = False,
+    prompts: Mapping[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    max_seq_length: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random ``architecture`` model with the given head into ``out``.
+
+    ``dense`` lists (out_features, activation class name in torch.nn) per Dense layer.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(seed)
+    hf_dir = out.with_name(out.name + "-hf")
+    ARCHITECTURES[architecture](hf_dir)
+    modules: list[torch.nn.Module] = [models.Transformer(str(hf_dir), max_seq_length=max_seq_length)]
+    modules.append(models.Pooling(HIDDEN, pooling_mode=pooling, include_prompt=include_prompt))
+    width = HIDDEN
+    for out_features, activation in dense:
+        modules.append(models.Dense(width, out_features, activation_function=getattr(torch.nn, activation)()))
+        width = out_features
+    if normalize:
+        modules.append(models.Normalize())
+    model = SentenceTransformer(modules=modules, prompts=dict(prompts or {}), default_prompt_name=default_prompt_name,
+                                device="cpu")
+    model.save(str(out))
+    return out
+
+
+def load_st(folder: Path) -> Any:
+    """The folder under sentence-transformers, on CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu")
