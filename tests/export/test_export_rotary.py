@@ -130,3 +130,12 @@ def test_modernbert_8192_tokens(tmp_path: Path, embed, cosines) -> None:
     st_sentence, st_tokens = _st_vectors(folder, [text], None)
     assert cosines(out["sentence_embedding"], st_sentence).min() >= 0.9999
     assert cosines(_real_tokens(out)[0], st_tokens[0]).min() >= 0.9999
+
+
+@pytest.mark.parametrize("arch", ["modernbert", "qwen3"])
+def test_int8_keeps_fused_attention(arch: str, tmp_path: Path, embed, cosines) -> None:
+    folder = make_random_rotary(arch, tmp_path / "model", tiny=True, pooling=_pooling(arch))
+    manifest = export_model(folder, tmp_path / "int8", precision="int8")
+    assert manifest.fused_operators["MultiHeadAttention"] == manifest.architecture.num_layers
+    st_sentence, _ = _st_vectors(folder, TEXTS, None)
+    assert cosines(embed(tmp_path / "int8", TEXTS)["sentence_embedding"], st_sentence).min() >= 0.99
