@@ -66,7 +66,7 @@ def make_st_model(
     *,
     pooling: str = "mean",
     include_prompt: bool = True,
-    dense: Sequence[tuple[int, str]] = (),
+    dense: Sequence[tuple[int, str] | tuple[int, str, bool]] = (),
     normalize: bool = False,
     prompts: Mapping[str, str] | None = None,
     default_prompt_name: str | None = None,
@@ -75,10 +75,11 @@ def make_st_model(
 ) -> Path:
     """Write a tiny random ``architecture`` model with the given head into ``out``.
 
-    ``dense`` lists (out_features, activation class name in torch.nn) per Dense layer.
+    ``dense`` lists (out_features, activation class name in torch.nn[, use_residual]) per Dense layer.
     """
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
 
     torch.manual_seed(seed)
     hf_dir = out.with_name(out.name + "-hf")
@@ -86,8 +87,9 @@ def make_st_model(
     modules: list[torch.nn.Module] = [models.Transformer(str(hf_dir), max_seq_length=max_seq_length)]
     modules.append(models.Pooling(HIDDEN, pooling_mode=pooling, include_prompt=include_prompt))
     width = HIDDEN
-    for out_features, activation in dense:
-        modules.append(models.Dense(width, out_features, activation_function=getattr(torch.nn, activation)()))
+    for out_features, activation, *residual in dense:
+        modules.append(models.Dense(width, out_features, activation_function=getattr(torch.nn, activation)(),
+                                    use_residual=bool(residual and residual[0])))
         width = out_features
     if normalize:
         modules.append(models.Normalize())
@@ -102,3 +104,52 @@ def load_st(folder: Path) -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(folder), device="cpu")
+
+
+def run_artifact(artifact: Path, texts: Sequence[str], prompt: str = "") -> dict[str, Any]:
+    """Run ``artifact`` as a server would: ``prompt + text`` tokenized, right-padded, prompt_length fed."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from zeroembed.export.tokenizer import encode_batch, prompt_token_length
+
+    tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
+    session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    length = prompt_token_length(tokenizer, prompt) if prompt else 0
+    feed = encode_batch(tokenizer, [prompt + text for text in texts], [length] * len(texts))
+    wanted = {i.name: feed[i.name] for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, wanted), strict=True))
+    outputs["lengths"] = feed["attention_mask"].sum(axis=1)
+    return outputs
+
+
+def min_cosine(a: Any, b: Any) -> float:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return float(((a * b).sum(-1) / np.maximum(norms, 1e-30)).min())
+
+
+def compare_with_st(st_model: Any, artifact: Path, texts: Sequence[str], prompt: str = "") -> tuple[float, float]:
+    """(sentence, token) min cosine of the artifact against sentence-transformers on ``texts``.
+
+    sentence-transformers gets the literal ``prompt`` (its own prompt handling:
+    prepended, and left out of the pooling where the model says so).
+    """
+    import numpy as np
+
+    got = run_artifact(artifact, texts, prompt)
+    # An explicit prompt ("" included) overrides any default_prompt_name, as in the artifact run.
+    expected = st_model.encode(list(texts), prompt=prompt, convert_to_numpy=True)
+    expected_tokens = st_model.encode(list(texts), prompt=prompt, output_value="token_embeddings",
+                                      convert_to_numpy=False)
+    assert got["sentence_embedding"].shape == expected.shape
+    token_cosines = []
+    for row, reference in enumerate(expected_tokens):
+        length = int(got["lengths"][row])
+        assert length == reference.shape[0], "tokenization differs from sentence-transformers"
+        token_cosines.append(min_cosine(got["token_embeddings"][row, :length], reference.numpy()))
+    return min_cosine(got["sentence_embedding"], expected), float(np.min(token_cosines))

@@ -130,3 +130,74 @@ def test_default_model_by_name_and_unknown_precision(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="invalid precision 'int4'"):
         export_model(None, tmp_path / "out", precision="int4")
     assert list(tmp_path.iterdir()) == []
+
+
+def _st_dir(path: Path, tiny_bert_dir: Path) -> Path:
+    shutil.copytree(tiny_bert_dir, path)
+    return path
+
+
+def _add_dense(model: Path, in_features: int) -> None:
+    modules = json.loads((model / "modules.json").read_text(encoding="utf-8"))
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (model / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (model / "2_Dense").mkdir()
+    (model / "2_Dense" / "config.json").write_text(
+        json.dumps({"in_features": in_features, "out_features": 8}), encoding="utf-8")
+    (model / "2_Dense" / "model.safetensors").write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "fragment"),
+    [
+        ("unknown-architecture", "unsupported architecture 'gpt_neo' in"),
+        ("unknown-module", "'sentence_transformers.models.WordWeights' module, which the exporter cannot reproduce "
+                           "(it knows Transformer, Pooling, Dense, Normalize)"),
+        ("no-tokenizer", "no tokenizer in"),
+        ("no-weights", "no weights in"),
+        ("dense-in-features", "has in_features 48 but its input is 64-wide"),
+    ],
+)
+def test_bad_model_folder_fails_in_one_line_before_torch(tiny_bert_dir: Path, tmp_path: Path, breakage: str,
+                                                         fragment: str) -> None:
+    model = _st_dir(tmp_path / "model", tiny_bert_dir)
+    if breakage == "unknown-architecture":
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        (model / "config.json").write_text(json.dumps(config | {"model_type": "gpt_neo"}), encoding="utf-8")
+    elif breakage == "unknown-module":
+        modules = json.loads((model / "modules.json").read_text(encoding="utf-8"))
+        modules.insert(1, {"idx": 1, "name": "1", "path": "1_WordWeights",
+                           "type": "sentence_transformers.models.WordWeights"})
+        (model / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    elif breakage == "no-tokenizer":
+        (model / "vocab.txt").unlink()
+    elif breakage == "no-weights":
+        (model / "model.safetensors").unlink()
+    else:
+        _add_dense(model, in_features=48)
+    code = (
+        "import sys\n"
+        "from zeroembed.cli import main\n"
+        f"code = main(['export', '--model', {str(model)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'loaded before failing'\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zeroembed export: error: "), lines
+    assert fragment in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_allow_unfused_exports_and_records_it(tiny_bert_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from zeroembed.export import Manifest, graph
+
+    monkeypatch.setattr(graph, "_ATTN_IMPLEMENTATION", "sdpa")  # a pattern ORT's optimizer does not fuse
+    out = tmp_path / "out"
+    assert main(["export", "--model", str(tiny_bert_dir), "--out", str(out), "--allow-unfused"]) == 0
+    manifest = Manifest.read(out)
+    assert manifest.fused_attention is False and "Attention" not in manifest.fused_operators
+    assert manifest.parity.passed
+    err = capsys.readouterr().err
+    assert "attention NOT fused (0 fused nodes for 2 layers): exporting anyway (--allow-unfused)" in err
