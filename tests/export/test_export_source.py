@@ -217,3 +217,41 @@ def test_missing_weights_and_tokenizer(tmp_path: Path) -> None:
     (model / "vocab.txt").unlink()
     with pytest.raises(ExportError, match="no tokenizer"):
         resolve_source(model)
+
+
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_do_lower_case_lowercases_like_sentence_transformers(tmp_path: Path, do_lower_case: bool) -> None:
+    """Old sentence-transformers folders say do_lower_case beside a cased tokenizer; ST lowercases first."""
+    pytest.importorskip("transformers")
+    from transformers import BertTokenizerFast
+
+    from zeroembed.export.tokenizer import build_tokenizer
+
+    vocab = (default_model_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    model = _bert_dir(tmp_path / "cased", vocab_size=len(vocab))
+    (model / "vocab.txt").unlink()
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False).save_pretrained(model)
+    (model / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": do_lower_case}), encoding="utf-8")
+    source = resolve_source(model)
+    assert source.do_lower_case is do_lower_case
+    tokenizer = build_tokenizer(source)
+    same = tokenizer.encode("HELLO World").ids == tokenizer.encode("hello world").ids
+    assert same is do_lower_case
+
+
+def test_pooling_config_without_a_mode_means_mean(tmp_path: Path) -> None:
+    model = _bert_dir(tmp_path / "nomode")
+    _modules(model, "Transformer", "Pooling")
+    _pooling(model, word_embedding_dimension=8, pooling_mode_cls_token=False, pooling_mode_mean_tokens=False)
+    assert resolve_source(model).pooling == "mean"  # sentence-transformers' own fallback
+
+
+def test_architecture_without_fusion_needs_allow_unfused(tmp_path: Path, monkeypatch) -> None:
+    from zeroembed.export import architectures
+
+    spec = architectures.ArchitectureSpec("bert", "none")
+    monkeypatch.setitem(architectures.ARCHITECTURES, "bert", spec)
+    model = _bert_dir(tmp_path / "unfusable")
+    with pytest.raises(ExportError, match="cannot fuse bert's attention; pass --allow-unfused"):
+        resolve_source(model)
+    assert resolve_source(model, allow_unfused=True).allow_unfused
