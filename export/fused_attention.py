@@ -145,7 +145,11 @@ def _attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers attention interface: [b, heads, s, d] in, [b, s, heads, d] out."""
+    """transformers attention interface: [b, heads, s, d] in, [b, s, heads, d] out.
+
+    ``kwargs`` (ModernBERT's and Qwen's ``sliding_window``, ...) need no handling: the
+    window is already in ``attention_mask``, which transformers builds per layer type.
+    """
     import torch
 
     batch, heads, seq, head_dim = query.shape
@@ -157,8 +161,9 @@ def _attention(
     q, k, v = (t.transpose(1, 2).reshape(batch, seq, heads * head_dim) for t in (query, key, value))
     scale = float(scaling) if scaling is not None else head_dim**-0.5
     if attention_mask is None:
-        # transformers skips the mask only for an unpadded bidirectional batch, and
-        # never while tracing, so this path runs in the PyTorch reference alone.
+        # transformers skips the mask only for an unpadded bidirectional batch, and never
+        # while tracing (the exporter's sample is padded anyway): only an eager call of
+        # the body on unpadded rows comes here.
         if torch.jit.is_tracing():
             raise RuntimeError("fused attention traced without a mask")
         out = _eager(q, k, v, None, heads, scale)
