@@ -59,6 +59,7 @@ class ArchitectureSpec:
 
 
 _BERT_LOAD = {"add_pooling_layer": False}
+_DECODER_LOAD = {"use_cache": False}  # one forward pass: no KV cache in the graph
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     spec.model_type: spec
@@ -74,7 +75,16 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             "mpnet", "in-graph", builder="mpnet", load_kwargs=_BERT_LOAD,
             reserved_positions=lambda config: 2,
         ),
-        # Rotary / decoder architectures (modernbert, nomic_bert, qwen2, qwen3) are added below.
+        # Rotary position embeddings (ModernBERT also sliding-window layers, the Qwen decoders a causal
+        # mask and grouped-query heads): transformers' own model with each attention core handed to
+        # com.microsoft.MultiHeadAttention (export/fused_attention.py). No pooler to leave out.
+        ArchitectureSpec("modernbert", "in-graph", builder="fused_attention", default_max_seq_length=8192),
+        ArchitectureSpec("nomic_bert", "in-graph", builder="fused_attention", load_kwargs=_BERT_LOAD,
+                         default_max_seq_length=8192),
+        ArchitectureSpec("qwen2", "in-graph", builder="fused_attention", load_kwargs=_DECODER_LOAD,
+                         default_max_seq_length=8192),
+        ArchitectureSpec("qwen3", "in-graph", builder="fused_attention", load_kwargs=_DECODER_LOAD,
+                         default_max_seq_length=8192),
     )
 }
 

@@ -182,7 +182,8 @@ def test_architectures_read_their_own_config_keys(tmp_path: Path, model_type: st
 
 def test_unknown_architecture_lists_the_known_ones(tmp_path: Path) -> None:
     model = _bert_dir(tmp_path / "t5", model_type="t5")
-    with pytest.raises(ExportError, match="unsupported architecture 't5'.*bert, distilbert, mpnet, roberta"):
+    known = "bert, distilbert, modernbert, mpnet, nomic_bert, qwen2, qwen3, roberta"
+    with pytest.raises(ExportError, match=f"unsupported architecture 't5'.*{known}"):
         resolve_source(model)
 
 
