@@ -56,10 +56,14 @@ def terminate(process: subprocess.Popen, worker_pids: list[int], timeout: float 
 class ServerProcess:
     """``with ServerProcess(artifact, *flags) as server:`` — started and ready inside, stopped after."""
 
-    def __init__(self, artifact: Path, *flags: str, ready_timeout: float = 180.0, device: str = "cpu") -> None:
+    def __init__(self, artifact: Path, *flags: str, ready_timeout: float = 180.0, device: str = "cpu",
+                 http: bool = False) -> None:
         self.artifact = Path(artifact)
         self.device = device
         self.flags = list(flags)
+        self.http_port = free_port() if http else None  # the HTTP API (--http-port), when asked for
+        if self.http_port:
+            self.flags += ["--http-port", str(self.http_port)]
         self.port = free_port()
         self.metrics_port = free_port()
         while self.metrics_port == self.port:
@@ -73,6 +77,11 @@ class ServerProcess:
     @property
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str | None:
+        """The OpenAI route's base URL (``/v1``), when the server was started with its HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}/v1" if self.http_port else None
 
     @property
     def metrics_url(self) -> str:
