@@ -94,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "(bash benchmarks/peers/setup.sh); docs/benchmarks.md")
     cmp.add_argument("--peers-venv", metavar="DIR",
                      help="the peers' environment (default $ZEROEMBED_PEERS_VENV, else ~/.cache/zeroembed/peers-venv)")
+    cmp.add_argument("--served-int8", action="store_true",
+                     help="a second server on the int8 artifact, its 8 clients × 8 texts in the interleaved rounds")
     cmp.add_argument("--rounds", type=int, default=None, metavar="N",
                      help="interleaved rounds of the headline rows the targets are judged on "
                           "(default 5 on CPU, 3 on CUDA; 0 = none)")

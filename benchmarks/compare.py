@@ -179,17 +179,22 @@ class Compare:
             self.int8_phase(artifact, texts, self.ort_phase(artifact, texts), workdir)
             self.st_phase(texts)
             server = self.server_phase(artifact, texts)
-            peers = None
+            peers = int8_server = None
             try:
                 if self.peers:
                     from .peerphase import PeerPhase
 
                     peers = PeerPhase(self, server, texts)
                     peers.run()
-                self.rounds_phase(texts, server, peers.measures if peers else {})
+                extra = dict(peers.measures) if peers else {}
+                if getattr(self.args, "served_int8", False) and getattr(self, "int8_artifact", None):
+                    int8_server = self._int8_server(self.int8_artifact, texts, extra)
+                self.rounds_phase(texts, server, extra)
             finally:
                 if peers is not None:
                     peers.close()
+                if int8_server is not None:
+                    self._stop(int8_server)
                 self._stop(server)
         self.results.update(
             environment=env, artifact=str(artifact), device=self.device, threads=self.threads, plan=self.plan,
@@ -246,6 +251,7 @@ class Compare:
             return
         int8, how = resolve_int8(self.args.int8_artifact, artifact, self.quick, workdir)
         self.results["int8_source"] = how
+        self.int8_artifact = int8
         if int8 is None:
             _log(f"int8 row skipped: {how}")
             return
@@ -328,6 +334,20 @@ class Compare:
             raise
         return server
 
+    def _int8_server(self, int8: Path, texts: list[str], extra: dict) -> ServerProcess:
+        """A second server on the int8 artifact (same flags), its 8 × 8 load a contender of the rounds."""
+        flags = shlex.split(self.args.server_args or "")
+        server = ServerProcess(int8, *flags, device=self.device)
+        _log(f"starting the int8 server: {shlex.join(server.command)}")
+        server.start()
+
+        def rate() -> float:
+            run = self._server_load(server, texts, 8, label="round: int8 server c=8")
+            return run["texts"] / run["seconds"]
+
+        extra["server_int8_c8"] = ("server end to end, int8", f"8 clients × {SERVER_BATCH} texts", rate)
+        return server
+
     def _single_text_latency(self, server_call) -> None:
         """p50/p99 of one short text in process and through the server, in alternating blocks so that
         both see the same machine."""
@@ -403,6 +423,9 @@ class Compare:
         div = lambda a, b: a["texts_per_s"] / b["texts_per_s"] if a and b else None  # noqa: E731
         out = {"server_c8 / ort_best": div(c8, ort), "server_c8 / st_best": div(c8, st),
                "ort_best / st_best": div(ort, st), "int8_best / ort_fp32_best": div(int8, self._best("ort"))}
+        int8_served = self._best("round_server_int8_c8")
+        if int8_served:
+            out["server_int8_c8 / server_c8"] = div(int8_served, c8)
         if self.peers:
             http = self._best("round_http_c8") or self._best("peer", peer="zeroembed HTTP", concurrency=8)
             torch_ = self._best("round_infinity_torch_c8") or self._best("peer", peer="infinity torch", concurrency=8)
