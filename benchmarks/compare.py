@@ -398,8 +398,9 @@ class Compare:
                   **{name: title for name, (title, _, _) in extra.items()}}
         for name, values in rates.items():
             median = statistics.median(values)
-            self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds", len(texts) / median,
-                      kind=f"round_{name}", rounds=values)
+            # A contender whose every request failed (a peer that broke mid-run) rates 0: a row of 0 texts/s.
+            self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds",
+                      len(texts) / median if median > 0 else math.inf, kind=f"round_{name}", rounds=values)
         self.results["rounds"] = rates
 
     def _stop(self, server: ServerProcess) -> None:

@@ -135,13 +135,30 @@ class InfinityServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as reply:
                     if reply.status == 200:
-                        return
+                        return self._probe()
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise PeerUnavailable(f"infinity-emb ({self.engine}) did not answer within {timeout:.0f} s")
             time.sleep(0.5)
+
+    def _probe(self, timeout: float = 120.0) -> None:
+        """One real request: a server can start and still fail every batch (its error only in its log)."""
+        body = json.dumps({"input": ["probe"], "model": self.model_name}).encode()
+        request = urllib.request.Request(f"{self.url}/embeddings", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                if reply.status == 200 and json.loads(reply.read())["data"]:
+                    return
+                why = f"HTTP {reply.status}"
+        except (OSError, ValueError, KeyError) as exc:
+            why = str(exc)
+        errors = [line.strip() for line in self.log().splitlines() if "Error" in line or "error" in line]
+        self.stop()
+        raise PeerUnavailable(f"infinity-emb ({self.engine}) started but could not embed ({why}); its log: "
+                              + (errors[-1] if errors else "no error line"))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
