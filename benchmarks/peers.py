@@ -67,6 +67,7 @@ class PeerEnv:
         """A copy of the model folder with ``model.onnx`` (optimum's export), made once per folder."""
         target = self.venv / "models" / f"{source.parent.name}-{source.name}-onnx"
         if (target / "model.onnx").is_file():
+            _same_truncation(target)
             return target
         log(f"peers: exporting {source} to ONNX with optimum (once) into {target}")
         staging = Path(tempfile.mkdtemp(prefix=".onnx-", dir=self.venv))
@@ -83,7 +84,23 @@ class PeerEnv:
             os.replace(staging / "folder", target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        _same_truncation(target)
         return target
+
+
+def _same_truncation(folder: Path) -> None:
+    """Truncate where sentence-transformers does (``max_seq_length``, 256 for the default model), not at the
+    tokenizer's ``model_max_length`` (512 there), which fastembed and optimum read: otherwise their overlong
+    texts run at twice the length every other row uses."""
+    st_config, tok_config = folder / "sentence_bert_config.json", folder / "tokenizer_config.json"
+    try:
+        limit = json.loads(st_config.read_text())["max_seq_length"]
+        config = json.loads(tok_config.read_text())
+    except (OSError, ValueError, KeyError):
+        return
+    if config.get("model_max_length") != limit:
+        config["model_max_length"] = limit
+        tok_config.write_text(json.dumps(config, indent=2))
 
 
 class InfinityServer:
