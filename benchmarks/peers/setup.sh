@@ -18,7 +18,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" install --quiet --upgrade pip
 fi
 "$VENV/bin/pip" install --quiet torch==2.13.0
-# server: its HTTP API; torch: its default engine (sentence-transformers); optimum: its ONNX engine.
+# server: its HTTP API; torch: its default engine (sentence-transformers); optimum: its ONNX engine
+# (which, with the optimum 2.x this resolves to, fails every batch: docs/benchmarks.md).
 "$VENV/bin/pip" install --quiet "infinity-emb[server,torch,optimum]==${INFINITY_VERSION}"
 "$VENV/bin/pip" install --quiet "fastembed==${FASTEMBED_VERSION}"
 "$VENV/bin/python" - <<'PY'
