@@ -14,7 +14,7 @@ input, heavy outliers) in fp32 0.986, after SmoothQuant-style smoothing
 projection, a third of the matmul work, in fp32: smoothed too (its packed
 weight takes the scales like a MatMul's) it quantises to QAttention at 0.995
 and 1.6x. Every FFN down-projection in int8 stays under 0.99 at any smoothing
-strength; static (calibrated QDQ) activations lost accuracy and speed against
+strength; static (calibrated QDQ) activations ran no faster and less accurately than
 dynamic ones; u8 weights ran at 1.2x.
 
 ``reduce_range`` (7-bit weights) cost no speed but accuracy: with QAttention
