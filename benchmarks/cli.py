@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp.add_argument("--compare-concurrency", metavar="N,N", help="server concurrencies (default 1,8,32)")
     cmp.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                      help="where every row runs (default cpu); cuda wants an fp16 artifact and reports no targets")
+    cmp.add_argument("--peers", action="store_true",
+                     help="add the peers under the same load: zeroembed's own HTTP route, infinity-emb (torch and "
+                          "ONNX engines, HTTP) and fastembed (in process), from their own environment "
+                          "(bash benchmarks/peers/setup.sh); docs/benchmarks.md")
+    cmp.add_argument("--peers-venv", metavar="DIR",
+                     help="the peers' environment (default $ZEROEMBED_PEERS_VENV, else ~/.cache/zeroembed/peers-venv)")
+    cmp.add_argument("--served-int8", action="store_true",
+                     help="a second server on the int8 artifact, its 8 clients × 8 texts in the interleaved rounds")
     cmp.add_argument("--rounds", type=int, default=None, metavar="N",
                      help="interleaved rounds of the headline rows the targets are judged on "
                           "(default 5 on CPU, 3 on CUDA; 0 = none)")

@@ -60,6 +60,10 @@ SERVER_BATCH = 8  # texts per request in the server rows
 TARGET_SERVER_VS_ORT = 0.90
 TARGET_SERVER_VS_ST = 1.25
 TARGET_LATENCY_SLACK_MS = 2.0
+# With --peers: zeroembed's OpenAI HTTP route at 8 clients × 8 texts against the peers.
+TARGET_HTTP_VS_INFINITY_BEST = 1.2
+TARGET_HTTP_VS_INFINITY_TORCH = 1.7
+TARGET_HTTP_VS_FASTEMBED = 1.0
 
 
 def _log(message: str) -> None:
@@ -147,6 +151,7 @@ class Compare:
         if getattr(args, "rounds", None) is not None:
             self.plan["rounds"] = args.rounds
         self.threads = cores()
+        self.peers = bool(getattr(args, "peers", False))
         self.rows: list[dict[str, Any]] = []
         self.results: dict[str, Any] = {}
 
@@ -174,9 +179,22 @@ class Compare:
             self.int8_phase(artifact, texts, self.ort_phase(artifact, texts), workdir)
             self.st_phase(texts)
             server = self.server_phase(artifact, texts)
+            peers = int8_server = None
             try:
-                self.rounds_phase(texts, server)
+                if self.peers:
+                    from .peerphase import PeerPhase
+
+                    peers = PeerPhase(self, server, texts)
+                    peers.run()
+                extra = dict(peers.measures) if peers else {}
+                if getattr(self.args, "served_int8", False) and getattr(self, "int8_artifact", None):
+                    int8_server = self._int8_server(self.int8_artifact, texts, extra)
+                self.rounds_phase(texts, server, extra)
             finally:
+                if peers is not None:
+                    peers.close()
+                if int8_server is not None:
+                    self._stop(int8_server)
                 self._stop(server)
         self.results.update(
             environment=env, artifact=str(artifact), device=self.device, threads=self.threads, plan=self.plan,
@@ -233,6 +251,7 @@ class Compare:
             return
         int8, how = resolve_int8(self.args.int8_artifact, artifact, self.quick, workdir)
         self.results["int8_source"] = how
+        self.int8_artifact = int8
         if int8 is None:
             _log(f"int8 row skipped: {how}")
             return
@@ -290,7 +309,7 @@ class Compare:
         from zeroembed.client import Client
 
         flags = shlex.split(self.args.server_args or "")
-        server = ServerProcess(artifact, *flags, device=self.device)
+        server = ServerProcess(artifact, *flags, device=self.device, http=self.peers)
         _log(f"starting: {shlex.join(server.command)}")
         try:
             server.start()
@@ -313,6 +332,20 @@ class Compare:
         except BaseException:
             self._stop(server)
             raise
+        return server
+
+    def _int8_server(self, int8: Path, texts: list[str], extra: dict) -> ServerProcess:
+        """A second server on the int8 artifact (same flags), its 8 × 8 load a contender of the rounds."""
+        flags = shlex.split(self.args.server_args or "")
+        server = ServerProcess(int8, *flags, device=self.device)
+        _log(f"starting the int8 server: {shlex.join(server.command)}")
+        server.start()
+
+        def rate() -> float:
+            run = self._server_load(server, texts, 8, label="round: int8 server c=8")
+            return run["texts"] / run["seconds"]
+
+        extra["server_int8_c8"] = ("server end to end, int8", f"8 clients × {SERVER_BATCH} texts", rate)
         return server
 
     def _single_text_latency(self, server_call) -> None:
@@ -338,8 +371,10 @@ class Compare:
                          metrics_urls=[server.metrics_url], progress=not self.args.no_progress, label=label)
         return run_load(cfg, texts, self._token_counts)
 
-    def rounds_phase(self, texts: list[str], server: ServerProcess) -> None:
-        """ORT and sentence-transformers at their best batch size and the server at 8 clients, alternating."""
+    def rounds_phase(self, texts: list[str], server: ServerProcess, extra: dict | None = None) -> None:
+        """ORT and sentence-transformers at their best batch size and the server at 8 clients, alternating;
+        ``extra``: more contenders, name -> (title, setting, a function measuring texts/s once)."""
+        extra = extra or {}
         rounds = self.plan["rounds"]
         if rounds < 1 or 8 not in self.plan["concurrency"]:
             return
@@ -351,6 +386,7 @@ class Compare:
         measure = {name: (setting, lambda fn=fn: len(texts) / timed(fn)[1])
                    for name, (setting, fn) in self.contenders.items()}
         measure["server_c8"] = (f"8 clients × {SERVER_BATCH} texts", server_rate)
+        measure.update({name: (setting, fn) for name, (_, setting, fn) in extra.items()})
         rates: dict[str, list[float]] = {name: [] for name in measure}
         for i in range(rounds):
             for name, (_, rate) in measure.items():
@@ -358,11 +394,13 @@ class Compare:
                 rates[name].append(rate())
             _log(f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()))
         titles = {"ort": f"ORT {self.manifest.get('precision', 'fp32')} in process",
-                  "st": "sentence-transformers (PyTorch)", "server_c8": "server end to end"}
+                  "st": "sentence-transformers (PyTorch)", "server_c8": "server end to end",
+                  **{name: title for name, (title, _, _) in extra.items()}}
         for name, values in rates.items():
             median = statistics.median(values)
-            self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds", len(texts) / median,
-                      kind=f"round_{name}", rounds=values)
+            # A contender whose every request failed (a peer that broke mid-run) rates 0: a row of 0 texts/s.
+            self._row(titles[name], f"{measure[name][0]}, median of {rounds} rounds",
+                      len(texts) / median if median > 0 else math.inf, kind=f"round_{name}", rounds=values)
         self.results["rounds"] = rates
 
     def _stop(self, server: ServerProcess) -> None:
@@ -386,6 +424,18 @@ class Compare:
         div = lambda a, b: a["texts_per_s"] / b["texts_per_s"] if a and b else None  # noqa: E731
         out = {"server_c8 / ort_best": div(c8, ort), "server_c8 / st_best": div(c8, st),
                "ort_best / st_best": div(ort, st), "int8_best / ort_fp32_best": div(int8, self._best("ort"))}
+        int8_served = self._best("round_server_int8_c8")
+        if int8_served:
+            out["server_int8_c8 / server_c8"] = div(int8_served, c8)
+        if self.peers:
+            http = self._best("round_http_c8") or self._best("peer", peer="zeroembed HTTP", concurrency=8)
+            torch_ = self._best("round_infinity_torch_c8") or self._best("peer", peer="infinity torch", concurrency=8)
+            onnx_ = self._best("round_infinity_onnx_c8") or self._best("peer", peer="infinity onnx", concurrency=8)
+            fast = self._best("round_fastembed") or self._best("peer", peer="fastembed", concurrency=8)
+            infinity = max((r for r in (torch_, onnx_) if r), key=lambda r: r["texts_per_s"], default=None)
+            out.update({"http_c8 / server_c8 (ZeroMQ)": div(http, c8),
+                        "http_c8 / infinity_best": div(http, infinity), "http_c8 / infinity_torch": div(http, torch_),
+                        "http_c8 / infinity_onnx": div(http, onnx_), "http_c8 / fastembed": div(http, fast)})
         for conc in self.plan["concurrency"]:  # the sweep's rows, each measured once
             out[f"sweep: server_c{conc} / ort_best"] = div(self._best("server", concurrency=conc), self._best("ort"))
         return out
@@ -408,6 +458,11 @@ class Compare:
             r["server_c8 / ort_best"], TARGET_SERVER_VS_ORT, how)
         add(f"server 8 clients × 8 texts ≥ {TARGET_SERVER_VS_ST:.2f}× sentence-transformers best",
             r["server_c8 / st_best"], TARGET_SERVER_VS_ST, how)
+        if self.peers:
+            for key, goal in (("http_c8 / infinity_best", TARGET_HTTP_VS_INFINITY_BEST),
+                              ("http_c8 / infinity_torch", TARGET_HTTP_VS_INFINITY_TORCH),
+                              ("http_c8 / fastembed", TARGET_HTTP_VS_FASTEMBED)):
+                add(f"zeroembed HTTP 8 clients × 8 texts ≥ {goal:.2f}× {key.split(' / ')[1]}", r[key], goal, how)
         local = (self.results.get("single_text_inprocess_ms") or {}).get("p50")
         remote = (self.results.get("single_text_server_ms") or {}).get("p50")
         if local is not None and remote is not None:
@@ -442,6 +497,8 @@ def render(results: dict[str, Any]) -> str:
             notes.append(f"cos min {r['cosine_to_fp32']['min']:.4f} mean {r['cosine_to_fp32']['mean']:.5f}")
         if "cosine_to_ort_fp32" in r:
             notes.append(f"cos vs ORT min {r['cosine_to_ort_fp32']['min']:.5f}")
+        if r.get("note"):
+            notes.append(r["note"])
         if r.get("kind") == "server":
             if r.get("mean_batch_size") is not None:
                 notes.append(f"batch {r['mean_batch_size']:.1f}")
@@ -474,6 +531,8 @@ def render(results: dict[str, Any]) -> str:
     if results.get("server"):
         lines.append(f"server: {results['server']['workers']} worker(s), batching {results['server']['batching']}, "
                      f"extra flags {results['server']['flags'] or 'none'}")
+    for name, info in (results.get("peers") or {}).items():
+        lines.append(f"peer {name}: {info}")
     if results.get("st_skipped"):
         lines.append(f"sentence-transformers skipped: {results['st_skipped']}")
     if results.get("rounds"):

@@ -102,6 +102,7 @@ class LoadConfig:
     metrics_urls: list[str] = field(default_factory=list)
     progress: bool = True
     label: str = ""
+    http_model: str = "default"  # the ``model`` field of HTTP requests (http:// endpoints)
 
     def __post_init__(self) -> None:
         if self.requests is None and self.duration is None:
@@ -133,6 +134,55 @@ class Shard:
         self.last_end = max(self.last_end, other.last_end)
 
 
+class HttpEmbedClient:
+    """An OpenAI ``POST {base}/embeddings`` client with ``AsyncClient``'s shape (``async with``, ``encode``),
+    so the same virtual clients drive any OpenAI-compatible server: zeroembed's HTTP route or a peer's."""
+
+    def __init__(self, base_url: str, model: str, timeout: float) -> None:
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.model = model
+        self.timeout = timeout
+        self._session = None
+
+    async def __aenter__(self) -> HttpEmbedClient:
+        import aiohttp
+
+        # One connection per virtual client, kept alive, as AsyncClient keeps one socket.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                              timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def encode(self, texts: list[str]) -> np.ndarray:
+        async with self._session.post(self.url, json={"input": texts, "model": self.model}) as reply:
+            if reply.status != 200:
+                raise HttpStatusError(reply.status, (await reply.text())[:200])
+            body = await reply.json()
+        data = sorted(body["data"], key=lambda item: item["index"])
+        if len(data) != len(texts):
+            raise HttpStatusError(reply.status, f"{len(data)} vectors for {len(texts)} texts")
+        return np.asarray([item["embedding"] for item in data], dtype=np.float32)
+
+
+class HttpStatusError(Exception):
+    """An HTTP embeddings request answered with something other than 200 and its vectors."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.code = status
+
+
+def open_client(cfg: LoadConfig):
+    """The client a virtual client uses: HTTP for ``http://`` endpoints (OpenAI route), else ZeroMQ."""
+    if cfg.endpoints[0].startswith(("http://", "https://")):
+        return HttpEmbedClient(cfg.endpoints[0], cfg.http_model, cfg.timeout)
+    from zeroembed.client import AsyncClient
+
+    return AsyncClient(cfg.endpoints, timeout=cfg.timeout)
+
+
 def error_kind(exc: BaseException) -> str:
     """``ClassName`` or ``ClassName[code]`` for zeroembed errors."""
     code = getattr(exc, "code", None)
@@ -143,8 +193,6 @@ def error_kind(exc: BaseException) -> str:
 async def _run_clients(cfg: LoadConfig, texts: list[str], token_counts: list[int] | None,
                        deadline_wall: float | None, shard_index: int, shards: int, on_done=None) -> Shard:
     """Run this process's share of the virtual clients; request indices ``shard_index, +shards, ...``."""
-    from zeroembed.client import AsyncClient
-
     plan = RequestPlan(len(texts), cfg.sizes, cfg.seed)
     shard = Shard()
     counter = iter(range(shard_index, cfg.requests if cfg.requests is not None else 1 << 62, shards))
@@ -153,7 +201,7 @@ async def _run_clients(cfg: LoadConfig, texts: list[str], token_counts: list[int
     my_clients = len(range(shard_index, cfg.concurrency, shards))
 
     async def one_client() -> None:
-        async with AsyncClient(cfg.endpoints, timeout=cfg.timeout) as client:
+        async with open_client(cfg) as client:
             while True:
                 if perf_deadline is not None and time.perf_counter() >= perf_deadline:
                     return
@@ -192,12 +240,10 @@ async def _run_clients(cfg: LoadConfig, texts: list[str], token_counts: list[int
 
 
 async def _warmup(cfg: LoadConfig, texts: list[str]) -> None:
-    from zeroembed.client import AsyncClient
-
     if cfg.warmup <= 0:
         return
     plan = RequestPlan(len(texts), cfg.sizes, cfg.seed + 1)
-    async with AsyncClient(cfg.endpoints, timeout=cfg.timeout) as client:
+    async with open_client(cfg) as client:
         sem = asyncio.Semaphore(cfg.concurrency)
 
         async def one(i: int) -> None:

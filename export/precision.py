@@ -1,15 +1,30 @@
-"""fp16 conversion and int8 dynamic quantisation of the fused graph.
+"""fp16 conversion and int8 quantisation of the fused graph.
 
-int8 is picked by measurement: :data:`INT8_RECIPES` go from most to least
-aggressive and the first whose parity clears the int8 threshold (plus
+int8 is picked by measurement: :data:`INT8_RECIPES` go from fastest to
+slowest and the first whose parity clears the int8 threshold (plus
 :data:`INT8_HEADROOM`, so texts outside the validation set keep a margin) wins.
 
 Measured on all-MiniLM-L6-v2 (min cosine of sentence_embedding vs PyTorch over
-the 32 validation texts): plain ``quantize_dynamic`` (every op incl. QAttention,
-per-tensor) 0.76; every MatMul per-channel 0.980; per-channel with the FFN
-down-projections (post-GELU input, heavy outliers) in fp32 0.986; the same after
-SmoothQuant-style smoothing (see smoothing.py) 0.996. The fused attention's QKV
-projection always stays fp32: QAttention was the single worst offender.
+the 32 validation texts; speed in texts per CPU-second on one thread against
+fp32, batch 8, the benchmark corpus; the table is in benchmarks/RESULTS.md):
+plain ``quantize_dynamic`` (every op incl. QAttention, per-tensor) 0.76; every
+MatMul per-channel 0.980; per-channel with the FFN down-projections (post-GELU
+input, heavy outliers) in fp32 0.986, after SmoothQuant-style smoothing
+(smoothing.py) 0.995 at 1.37x. That recipe leaves the fused attention's QKV
+projection, a third of the matmul work, in fp32: smoothed too (its packed
+weight takes the scales like a MatMul's) it quantises to QAttention at 0.995
+and 1.6x. Every FFN down-projection in int8 stays under 0.99 at any smoothing
+strength; static (calibrated QDQ) activations ran no faster and less accurately than
+dynamic ones; u8 weights ran at 1.2x.
+
+``reduce_range`` (7-bit weights) cost no speed but accuracy: with QAttention
+it reached 0.994 on the validation texts yet 0.987 on unseen short ones, so the
+fastest recipe uses full-range weights. On AVX2 CPUs without VNNI, ONNX
+Runtime's u8 x s8 kernels add pairs of products in 16 bits, which full-range
+weights can saturate; the parity gate runs on the exporting CPU, so there such
+a loss fails the gate and the next (reduce_range) recipe is picked. An int8
+artifact is therefore best exported on the kind of CPU that serves it (the
+server's default model is exported on the serving machine itself).
 """
 
 from __future__ import annotations
@@ -80,7 +95,13 @@ class _DropPreprocessingHint(logging.Filter):
 
 @dataclass(frozen=True)
 class Int8Recipe:
-    """One way to call ``quantize_dynamic``; ``exclude`` picks nodes kept in fp32."""
+    """One way to quantise the fused graph; ``exclude`` picks nodes kept in fp32.
+
+    ``static``: calibrated activation scales in QDQ form (``quantize_static``)
+    instead of scales computed per batch at run time (``quantize_dynamic``).
+    ``weight_type``/``activation_type``: "s8" or "u8" (dynamic activations are
+    always u8: ``DynamicQuantizeLinear`` makes u8).
+    """
 
     name: str
     description: str
@@ -89,9 +110,25 @@ class Int8Recipe:
     reduce_range: bool = True
     exclude: Callable[[onnx.ModelProto], list[str]] = field(default=lambda model: [])
     smooth_alpha: float | None = None  # SmoothQuant migration strength; None: no smoothing
+    smooth_ops: tuple[str, ...] = ("MatMul",)  # which constant-weight ops smoothing rescales
+    static: bool = False
+    weight_type: str = "s8"
+    activation_type: str = "u8"
 
 
 INT8_RECIPES: list[Int8Recipe] = [
+    Int8Recipe(
+        "smoothed-qattention-matmul-per-channel-fp32-ffn-down",
+        "activations smoothed (SmoothQuant, alpha 0.7) before the MatMuls and the fused attention's QKV "
+        "projection; QAttention and the MatMuls int8 (s8 weights per channel, full range; u8 dynamic "
+        "activations); FFN down-projections (post-GELU input) kept fp32. Full-range weights are exact on "
+        "VNNI CPUs; validated on the exporting CPU",
+        op_types=("MatMul", "Attention"),
+        exclude=_ffn_down_projections,
+        smooth_alpha=0.7,
+        smooth_ops=("MatMul", "Attention"),
+        reduce_range=False,
+    ),
     Int8Recipe(
         "matmul-per-channel",
         "every MatMul int8 (per-channel weights, reduce_range); attention QKV stays fp32",
@@ -117,36 +154,93 @@ def quantize_int8(
 ) -> tuple[int, list[str]]:
     """Quantise ``model_path`` into ``out_path``; returns (quantised node count, fp32 MatMuls)."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(model_path))
     excluded = recipe.exclude(model)
     source_path = model_path
     if recipe.smooth_alpha is not None:
         source_path = out_path.with_suffix(".smoothed.onnx")
-        onnx.save(smooth(model, calibration, recipe.smooth_alpha, skip=excluded), str(source_path))
+        smoothed = smooth(model, calibration, recipe.smooth_alpha, skip=excluded, ops=recipe.smooth_ops)
+        onnx.save(smoothed, str(source_path))
     quiet = _DropPreprocessingHint()
     logging.getLogger().addFilter(quiet)
     try:
-        quantize_dynamic(
-            str(source_path),
-            str(out_path),
-            op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
-            per_channel=recipe.per_channel,
-            reduce_range=recipe.reduce_range,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            # Fused com.microsoft ops defeat ONNX shape inference; their outputs are float.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        if recipe.static:
+            _quantize_static(source_path, out_path, recipe, excluded, calibration)
+        else:
+            _quantize_dynamic(source_path, out_path, recipe, excluded)
     except Exception as err:
         raise ExportError(f"int8 quantisation ({recipe.name}) failed: {err}") from err
     finally:
         logging.getLogger().removeFilter(quiet)
     quantized = onnx.load(str(out_path), load_external_data=False)
-    integer_ops = ("MatMulInteger", "QAttention", "QEmbedLayerNormalization")
+    integer_ops = ("MatMulInteger", "QAttention", "QEmbedLayerNormalization", "DequantizeLinear")
     count = sum(node.op_type in integer_ops for node in quantized.graph.node)
     return count, excluded
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}[name]
+
+
+def _quantize_dynamic(source: Path, out: Path, recipe: Int8Recipe, excluded: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(out),
+        op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        weight_type=_quant_type(recipe.weight_type),
+        nodes_to_exclude=excluded,
+        # Fused com.microsoft ops defeat ONNX shape inference; their outputs are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+class _Feeds:
+    """The calibration feeds as ONNX Runtime's ``CalibrationDataReader``."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], names: set[str]) -> None:
+        self._feeds = iter([{k: v for k, v in feed.items() if k in names} for feed in feeds])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _quantize_static(
+    source: Path, out: Path, recipe: Int8Recipe, excluded: list[str], calibration: Sequence[dict[str, np.ndarray]]
+) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(source))
+    initializers = {init.name for init in model.graph.initializer}
+    names = {i.name for i in model.graph.input if i.name not in initializers}
+    # ONNX's own shape inference stops at the fused com.microsoft ops, and the quantiser leaves every
+    # tensor whose type it cannot tell in fp32; ORT's symbolic inference knows those ops.
+    typed = out.with_suffix(".typed.onnx")
+    onnx.save(SymbolicShapeInference.infer_shapes(model, auto_merge=True), str(typed))
+    quantize_static(
+        str(typed),
+        str(out),
+        _Feeds(calibration, names),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        activation_type=_quant_type(recipe.activation_type),
+        weight_type=_quant_type(recipe.weight_type),
+        nodes_to_exclude=excluded,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def pick_int8(

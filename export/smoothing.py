@@ -90,11 +90,14 @@ def smooth(
     feeds: Sequence[dict[str, np.ndarray]],
     alpha: float,
     skip: Sequence[str] = (),
+    ops: Sequence[str] = ("MatMul",),
 ) -> onnx.ModelProto:
-    """A copy of ``model`` with every constant-weight MatMul (except ``skip``) smoothed.
+    """A copy of ``model`` with every constant-weight node of ``ops`` (except ``skip``) smoothed.
 
     ``alpha`` balances difficulty between activations (1.0: all into weights)
-    and weights (0.0: nothing moves).
+    and weights (0.0: nothing moves). ``ops`` may name ``Attention``: the fused
+    attention's input 1 is its packed QKV weight, ``[hidden, 3 * hidden]``, which
+    takes the scaling the same way a MatMul's weight does.
     """
     import onnx
     from onnx import numpy_helper
@@ -110,7 +113,7 @@ def smooth(
     targets = [
         node
         for node in graph.node
-        if node.op_type == "MatMul"
+        if node.op_type in ops
         and node.input[1] in weights
         and uses[node.input[1]] == 1  # a shared weight cannot take two different scalings
         and node.name not in skip

@@ -59,16 +59,20 @@ class ServerProcess:
     """``with ServerProcess(artifact, *flags) as server:`` — started and ready inside, stopped after.
 
     ``log_dir`` keeps the server's output there (else a temporary file); ``env`` adds environment
-    variables; ``client_keys`` are the CurveZMQ keys :meth:`client` passes (server_key, client_key).
+    variables; ``client_keys`` are the CurveZMQ keys :meth:`client` passes (server_key, client_key);
+    ``http`` also serves the HTTP API on a free port (``http_port``, ``http_url``).
     """
 
     def __init__(self, artifact: Path | None, *flags: str, ready_timeout: float = 180.0, device: str = "cpu",
                  env: dict[str, str] | None = None, log_dir: Path | None = None,
-                 client_keys: dict | None = None) -> None:
+                 client_keys: dict | None = None, http: bool = False) -> None:
         self.artifact = None if artifact is None else Path(artifact)  # None: the default model
         self.device = device
         self.flags = list(flags)
         self.env = env or {}
+        self.http_port = free_port() if http else None  # the HTTP API (--http-port), when asked for
+        if self.http_port:
+            self.flags += ["--http-port", str(self.http_port)]
         self.port = free_port()
         self.metrics_port = free_port()
         while self.metrics_port == self.port:
@@ -88,6 +92,11 @@ class ServerProcess:
     @property
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str | None:
+        """The OpenAI route's base URL (``/v1``), when the server was started with its HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}/v1" if self.http_port else None
 
     @property
     def metrics_url(self) -> str:

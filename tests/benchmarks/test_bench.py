@@ -103,3 +103,26 @@ def test_compare_quick_end_to_end(default_artifact: Path, tmp_path: Path, capsys
         verdict = "PASS" if target["passed"] else "FAIL"
         assert any(line.startswith(f"{verdict}  {target['target']}:") for line in printed.splitlines()), target
     assert "% ceiling" in printed
+
+
+def test_compare_quick_peers_without_their_environment(default_artifact: Path, tmp_path: Path, capsys) -> None:
+    # No peers environment here: zeroembed's own HTTP route still runs beside ZeroMQ, and every peer is
+    # reported with the reason it did not run (not left out). The int8 server joins the rounds too.
+    out = tmp_path / "compare.json"
+    code = main(["bench", "--compare", "--quick", "--peers", "--served-int8", "--peers-venv", str(tmp_path / "no-venv"),
+                 "--artifact", str(default_artifact), "--json", str(out), "--no-progress"])
+    assert code == 0
+    results = json.loads(out.read_text())["compare"]
+    peer_rows = [r for r in results["rows"] if r["kind"] == "peer"]
+    assert {(r["peer"], r["concurrency"]) for r in peer_rows} == {
+        ("zeroembed HTTP", 1), ("zeroembed HTTP", 8), ("zeroembed ZeroMQ", 1)}
+    assert all(r["texts_per_s"] > 0 and not r["errors"] for r in peer_rows)
+    for name in ("infinity torch", "infinity onnx", "fastembed"):
+        assert results["peers"][name].startswith("not run: no peers environment at")
+    assert {"http_c8", "server_int8_c8"} <= set(results["rounds"])
+    assert results["ratios"]["server_int8_c8 / server_c8"] > 0
+    assert results["ratios"]["http_c8 / server_c8 (ZeroMQ)"] > 0
+    assert results["ratios"]["http_c8 / infinity_best"] is None
+    printed = capsys.readouterr().out
+    assert "peer fastembed: not run: no peers environment" in printed
+    assert "benchmarks/peers/setup.sh" in printed
