@@ -7,6 +7,7 @@ model's queue or workers is shared with another's.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .core.tokenization import BackgroundTokenizer, TextTokenizer
 from .errors import StartupError
 from .metrics import Metrics
 from .workers.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -78,14 +81,20 @@ def load_model(name: str, artifact: Artifact, settings: Settings, metrics: Metri
     """Build a model's core and worker side (its workers start with :meth:`Dispatcher.start`); its metrics
     carry ``model=name``."""
     manifest = artifact.manifest
-    if settings.max_batch_tokens < manifest.max_seq_length:
-        raise StartupError(
-            f"--max-batch-tokens {settings.max_batch_tokens} is below the model's max sequence length "
-            f"{manifest.max_seq_length}: a long text could never run"
-        )
+    budget = settings.max_batch_tokens
+    if budget < manifest.max_seq_length:
+        if "max_batch_tokens" in settings.model_fields_set:
+            raise StartupError(
+                f"--max-batch-tokens {budget} is below the model's max sequence length "
+                f"{manifest.max_seq_length}: a long text could never run"
+            )
+        # The device's default budget is sized for short-context models; a long-context one (ModernBERT's
+        # 8192 tokens) gets room for one text at its limit, which still bounds a batch's memory.
+        budget = manifest.max_seq_length
+        log.info("%s: batches of up to %d tokens (the model's max sequence length)", name, budget)
     metrics = metrics.for_model(name)
     rerank = manifest.task == "rerank"
-    batcher = Batcher(max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+    batcher = Batcher(max_batch_tokens=budget, max_batch_size=settings.max_batch_size,
                       wait_s=settings.batch_wait_ms / 1000, max_added_padding=settings.max_added_padding)
     core = RequestCore(name, manifest, TextTokenizer(artifact.tokenizer_path, manifest.max_seq_length), batcher,
                        settings.limits, metrics,

@@ -109,3 +109,20 @@ def test_missing_exporter_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "zeroembed.export", None)  # as if the export extra were absent
     with pytest.raises(ArtifactError, match=r"zeroembed\[export\]"):
         default_model.default_artifact(tmp_path, "cpu")
+
+
+def test_a_long_context_model_gets_a_batch_budget_that_fits_its_longest_text(default_artifact, tmp_path):
+    import json
+
+    long_context = tmp_path / "long-context"
+    shutil.copytree(default_artifact, long_context)
+    manifest = json.loads((long_context / "manifest.json").read_text())
+    manifest["max_seq_length"] = 4096  # above the CPU default budget of 2048 tokens a batch
+    (long_context / "manifest.json").write_text(json.dumps(manifest))
+    server = start_server(long_context, tmp_path, "--workers", "1")  # no --max-batch-tokens: the default
+    try:
+        with server.client() as client:
+            assert client.encode(["hello"]).shape == (1, 384)
+    finally:
+        assert server.stop() == 0
+    assert "batches of up to 4096 tokens" in server.log()
