@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,7 +85,22 @@ class ToolVersions(BaseModel):
     zeroembed: str
 
 
-class Manifest(BaseModel):
+class ManifestFile(BaseModel):
+    """What every artifact's manifest does: written to and read from ``manifest.json``."""
+
+    def write(self, directory: Path) -> Path:
+        """Write ``manifest.json`` into ``directory``; returns its path."""
+        path = Path(directory) / MANIFEST_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Self:
+        """Load and validate the manifest of the artifact in ``directory``."""
+        return cls.model_validate_json((Path(directory) / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+class Manifest(ManifestFile):
     """Everything a runtime needs to serve ``model.onnx`` correctly."""
 
     model_config = ConfigDict(extra="allow")
@@ -118,13 +133,3 @@ class Manifest(BaseModel):
     model_sha256: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def write(self, directory: Path) -> Path:
-        """Write ``manifest.json`` into ``directory``; returns its path."""
-        path = Path(directory) / MANIFEST_FILE
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, directory: Path) -> Manifest:
-        """Load and validate the manifest of the artifact in ``directory``."""
-        return cls.model_validate_json((Path(directory) / MANIFEST_FILE).read_text(encoding="utf-8"))

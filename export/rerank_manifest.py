@@ -9,7 +9,6 @@ activation, the pair truncation and a score-based parity report.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .manifest import (
     EXPORTER_REVISION,
     FORMAT_VERSION,
-    MANIFEST_FILE,
     Architecture,
+    ManifestFile,
     Precision,
     QuantizationReport,
     ToolVersions,
@@ -43,7 +42,7 @@ class RerankParityReport(BaseModel):
     thresholds: dict[str, float]  # max_abs_score_diff, and rankings_changed where it is gated
 
 
-class RerankManifest(BaseModel):
+class RerankManifest(ManifestFile):
     """Everything a runtime needs to score (query, document) pairs with ``model.onnx``."""
 
     model_config = ConfigDict(extra="allow")
@@ -72,13 +71,3 @@ class RerankManifest(BaseModel):
     model_sha256: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def write(self, directory: Path) -> Path:
-        """Write ``manifest.json`` into ``directory``; returns its path."""
-        path = Path(directory) / MANIFEST_FILE
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, directory: Path) -> RerankManifest:
-        """Load and validate the manifest of the rerank artifact in ``directory``."""
-        return cls.model_validate_json((Path(directory) / MANIFEST_FILE).read_text(encoding="utf-8"))
