@@ -19,7 +19,7 @@ from .peers import FastembedRunner, InfinityServer, PeerEnv, PeerUnavailable
 
 if TYPE_CHECKING:
     from .compare import Compare
-    from .serverproc import ServerProcess
+    from zeroembed.server.launch import ServerProcess
 
 SINGLE_TEXTS = {"full": 100, "quick": 8}  # requests of the 1 client × 1 text rows
 FASTEMBED_BATCHES = {"full": (8, 32, 256), "quick": (8,)}

@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .serverproc import free_port
+from zeroembed.server.launch import free_port
 
 SETUP = "bash benchmarks/peers/setup.sh"
 FASTEMBED_RUNNER = Path(__file__).resolve().parent / "peers" / "fastembed_runner.py"
