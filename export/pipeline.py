@@ -38,6 +38,7 @@ from .source import ModelSource, resolve_source
 
 if TYPE_CHECKING:
     import onnx
+    from tokenizers import Tokenizer
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -197,6 +198,16 @@ def _describe(source: ModelSource) -> str:
     )
 
 
+def place_files(staging: Path, work: Path, model: Path, tokenizer: Tokenizer) -> Path:
+    """Move the checked ``model`` and write ``tokenizer`` into ``staging``, drop the intermediates in
+    ``work``; returns the model's path (the manifest, written last, records its checksum)."""
+    model_path = staging / MODEL_FILE
+    os.replace(model, model_path)
+    tokenizer.save(str(staging / TOKENIZER_FILE))
+    shutil.rmtree(work)
+    return model_path
+
+
 def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps: _Steps) -> Manifest:
     """Produce model.onnx, tokenizer.json and manifest.json in ``staging``."""
     # Nothing is ever downloaded; set before anything below imports transformers.
@@ -272,10 +283,7 @@ def _build(source: ModelSource, staging: Path, out: Path, precision: str, steps:
             raise QualityGateError(parity.describe_failure(report, precision))
 
     with steps.step("write", f"{out}: model.onnx, tokenizer.json, manifest.json"):
-        model_path = staging / MODEL_FILE
-        os.replace(final_path, model_path)
-        tokenizer.save(str(staging / TOKENIZER_FILE))
-        shutil.rmtree(work)
+        model_path = place_files(staging, work, final_path, tokenizer)
         manifest = _manifest(source, final, precision, report, quant, _sha256(model_path), fused)
         manifest.write(staging)
     return manifest

@@ -9,13 +9,12 @@ section of docs/artifact.md for the contract.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ExportError, QualityGateError
-from .manifest import MODEL_FILE, TOKENIZER_FILE, Architecture, QuantizationReport
+from .manifest import Architecture, QuantizationReport
 from .rerank_manifest import RerankManifest, RerankParityReport
 from .rerank_source import RerankSource
 
@@ -44,6 +43,7 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
     from . import fusion, rerank_graph, rerank_parity
     from . import precision as prec
     from .parity import validation_provider
+    from .pipeline import place_files  # a cycle at module level: pipeline dispatches to this module
 
     work = staging / ".work"
     work.mkdir()
@@ -96,10 +96,7 @@ def build_reranker(source: RerankSource, staging: Path, out: Path, precision: st
             raise QualityGateError(rerank_parity.describe_failure(report, precision))
 
     with steps.step("write", f"{out}: model.onnx, tokenizer.json, manifest.json"):
-        model_path = staging / MODEL_FILE
-        os.replace(final_path, model_path)
-        tokenizer.save(str(staging / TOKENIZER_FILE))
-        shutil.rmtree(work)
+        model_path = place_files(staging, work, final_path, tokenizer)
         manifest = _manifest(source, final, precision, report, quant, model_path)
         manifest.write(staging)
     return manifest

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportError
+from .source import check_max_seq_length
 
 # model_type values whose classifier graph is exported and fused (BERT's pooler
 # head, RoBERTa's classification head); other encoders come with their own checks.
@@ -208,12 +209,7 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         raise ExportError(f"{config_file} lacks a valid {err} entry") from err
     ce_max_length = _crossencoder_max_length(model_dir, positions)
     if max_seq_length is not None:
-        if not 0 < max_seq_length <= usable:
-            raise ExportError(
-                f"invalid --max-seq-length {max_seq_length}: must be between 1 and the model's "
-                f"{usable} usable position embeddings"
-            )
-        max_len = max_seq_length
+        max_len = check_max_seq_length(max_seq_length, usable)
     else:
         # CrossEncoder caps at the raw position count; RoBERTa's offset makes the last slots unusable.
         max_len = min(ce_max_length, usable)

