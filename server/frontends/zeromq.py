@@ -19,8 +19,15 @@ from typing import Any
 
 import zmq
 
-from zeroembed.client.protocol import PROTOCOL_VERSION, ErrorCode, Op, ProtocolError, Request, decode_request, \
-    encode_error
+from zeroembed.client.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    Op,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_error,
+)
 
 from ..core.jobs import Outcome, Respond
 from ..errors import StartupError
