@@ -95,6 +95,11 @@ class InProcessClient:
 
     async def encode(self, texts: Sequence[str] | Sequence[Sequence[str]], **options: Any) -> EncodeResult:
         """Embed ``texts``: arguments, result and errors as in :meth:`zeroembed.client.Client.encode`."""
+        return (await self.encode_counted(texts, **options))[0]
+
+    async def encode_counted(self, texts: Sequence[str] | Sequence[Sequence[str]], **options: Any) -> tuple[EncodeResult, int]:
+        """:meth:`encode`'s result and the number of tokens the model read for it (prompts and special
+        tokens included), taken from the replies rather than from word pieces."""
         checked = check_options(options)
         texts = check_texts(texts, checked.is_tokenized)
         header = {"v": PROTOCOL_VERSION, "op": Op.ENCODE.value, **checked.header()}
@@ -102,7 +107,7 @@ class InProcessClient:
         replies = await asyncio.gather(*(
             self._call(Request({**header, "id": chunk.request_id}, texts[chunk.offset:chunk.offset + chunk.count]),
                        chunk.offset) for chunk in chunks))
-        return assemble(chunks, replies, checked)
+        return assemble(chunks, replies, checked), sum(int(r.header.get("num_tokens", 0)) for r in replies)
 
     async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
                      return_documents: bool = False, **options: Any) -> tuple[list[RerankResult], int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import json
 import logging
 import socket
 import threading
@@ -23,8 +22,9 @@ from typing import Any
 import numpy as np
 
 try:
+    import orjson
     from aiohttp import web
-except ImportError:  # pragma: no cover - the server extra carries it; start() says so when it is missing
+except ImportError:  # pragma: no cover - the server extra carries them; start() says so when one is missing
     web = None
 
 from zeroembed.client import ErrorCode, InvalidRequest, ServerBusy, ServerTimeout, ZeroEmbedError
@@ -74,7 +74,7 @@ class HttpGateway:
 
     def start(self) -> None:
         if web is None:
-            raise StartupError("--http-port needs aiohttp: pip install 'zeroembed[server]'")
+            raise StartupError("--http-port needs aiohttp and orjson: pip install 'zeroembed[server]'")
         sock = self._bind()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sock, ready), name="zeroembed-http", daemon=True)
@@ -200,8 +200,12 @@ class HttpGateway:
 
     @staticmethod
     def _json(body: Any, status: int = 200):
-        return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
-                            content_type="application/json")
+        # orjson writes numpy rows directly, each float32 in its shortest exact form: the vectors of a
+        # response never become Python floats, and the GIL this thread shares with the server's loop is
+        # held a small fraction of the time json.dumps(array.tolist()) takes.
+        return web.Response(body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+                                                default=_plain),
+                            status=status, content_type="application/json")
 
     def _openai_error(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                       kind: str | None = None):
@@ -221,8 +225,8 @@ class HttpGateway:
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise BadRequest(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
@@ -256,16 +260,15 @@ class HttpGateway:
         except BadRequest as exc:
             return self._openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
         try:
-            vectors, pieces = await self._client.encode(texts, truncate=truncate, show_tokens=True,
-                                                        dimensions=dimensions, prompt_name=prompt_name, model=model)
+            vectors, tokens = await self._client.encode_counted(texts, truncate=truncate, dimensions=dimensions,
+                                                                prompt_name=prompt_name, model=model)
         except ZeroEmbedError as exc:
             return self._openai_server_error(exc)
         if encoding_format == "base64":
             little = np.ascontiguousarray(vectors, dtype="<f4")
             embeddings: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
         else:
-            embeddings = vectors.tolist()
-        tokens = sum(len(p) for p in pieces)
+            embeddings = list(vectors)
         return self._json({
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
@@ -337,7 +340,7 @@ class HttpGateway:
                                                 prompt_name=prompt_name, dimensions=dimensions, model=model)
         except ZeroEmbedError as exc:
             return self._tei_error(exc)
-        return self._json(vectors.tolist())
+        return self._json(vectors)
 
     def _tei_bad_request(self, exc: BadRequest):
         # TEI: an empty batch is 400 "Empty"; a body it cannot deserialize is 422; too large is 413.
@@ -364,7 +367,7 @@ class HttpGateway:
             vectors = await self._client.encode(texts, output="tokens", truncate=truncate, model=model)
         except ZeroEmbedError as exc:
             return self._tei_error(exc)
-        return self._json([v.tolist() for v in vectors])
+        return self._json(vectors)
 
     async def tei_rerank(self, request):
         """``POST /rerank`` in TEI's shape: ``[{"index", "score", "text"?}]``, best first."""
@@ -487,7 +490,7 @@ class HttpGateway:
         manifest = self.artifacts[model].manifest
         if manifest.task == "rerank":
             labels = list(getattr(manifest, "labels", None) or ["LABEL_0"])
-            model_type: dict[str, Any] = {"reranker": {"id2label": dict(enumerate(map(str, labels))),
+            model_type: dict[str, Any] = {"reranker": {"id2label": {str(i): str(label) for i, label in enumerate(labels)},
                                                        "label2id": {label: i for i, label in enumerate(labels)}}}
         else:
             model_type = {"embedding": {"pooling": manifest.pooling}}
@@ -528,6 +531,13 @@ class HttpGateway:
 
 
 # ---------------------------------------------------------------------- body checks
+
+
+def _plain(value: Any) -> Any:
+    """What orjson cannot write itself (a non-contiguous array, a numpy scalar), as plain Python."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _is_int(value: Any) -> bool:

@@ -231,3 +231,18 @@ def test_http_port_must_differ_from_the_others(default_artifact, tmp_path):
                              "--port", str(port), "--http-port", str(port), "--device", "cpu"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "http_port" in result.stderr
+
+
+def test_json_writes_float32_vectors_exactly():
+    from zeroembed.server.frontends.http_gateway import HttpGateway
+
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((3, 7)).astype(np.float32)
+    body = {"rows": matrix, "view": matrix[:, ::2], "first": list(matrix), "scalar": np.float32(0.1), "ids": {1: "a"}}
+    response = HttpGateway._json(body)
+    assert response.content_type == "application/json"
+    got = json.loads(response.body)
+    np.testing.assert_array_equal(np.array(got["rows"], np.float32), matrix)  # shortest form, read back bit for bit
+    np.testing.assert_array_equal(np.array(got["view"], np.float32), matrix[:, ::2])  # not contiguous: via tolist
+    np.testing.assert_array_equal(np.array(got["first"], np.float32), matrix)
+    assert np.float32(got["scalar"]) == np.float32(0.1) and got["ids"] == {"1": "a"}
