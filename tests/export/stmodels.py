@@ -53,11 +53,39 @@ def _mpnet(folder: Path) -> None:
     _vocab_tokenizer(MPNetTokenizerFast, folder, vocab)
 
 
+def _roberta_family(config_class: Any, model_class: Any) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        from transformers import BertTokenizerFast
+
+        # BERT's word pieces behind RoBERTa's positions: they count from pad_token_id + 1, and id 1 is a
+        # word piece BERT's tokenizer never emits, so real tokens get RoBERTa's positions and padding is masked.
+        model_class(config_class(vocab_size=len(_bert_vocab()), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                 num_attention_heads=HEADS, intermediate_size=2 * HIDDEN, pad_token_id=1,
+                                 type_vocab_size=1, max_position_embeddings=POSITIONS + 2),
+                    add_pooling_layer=False).save_pretrained(folder)
+        _vocab_tokenizer(BertTokenizerFast, folder, _bert_vocab())
+
+    return build
+
+
 def _vocab_tokenizer(cls: Any, folder: Path, vocab: list[str]) -> None:
     cls(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
 
 
-ARCHITECTURES: dict[str, Callable[[Path], None]] = {"bert": _bert, "distilbert": _distilbert, "mpnet": _mpnet}
+def _roberta(folder: Path) -> None:
+    from transformers import RobertaConfig, RobertaModel
+
+    _roberta_family(RobertaConfig, RobertaModel)(folder)
+
+
+def _xlm_roberta(folder: Path) -> None:
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    _roberta_family(XLMRobertaConfig, XLMRobertaModel)(folder)
+
+
+ARCHITECTURES: dict[str, Callable[[Path], None]] = {"bert": _bert, "distilbert": _distilbert, "mpnet": _mpnet,
+                                                    "roberta": _roberta, "xlm-roberta": _xlm_roberta}
 
 
 def make_st_model(

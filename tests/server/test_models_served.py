@@ -1,4 +1,4 @@
-"""The models people pick, served: each architecture and head through a real server, against
+"""The models people pick, served: all nine architectures and their heads through a real server, against
 sentence-transformers on the same folder, with prompts, a Dense head and Matryoshka dimensions."""
 
 from __future__ import annotations
@@ -43,7 +43,13 @@ def exported(tmp_path_factory, name: str, **head) -> tuple[Path, Path]:
                  id="distilbert-dense"),
     pytest.param({"architecture": "bert", "pooling": "lasttoken", "include_prompt": False, "prompts": PROMPTS,
                   "default_prompt_name": "passage", "normalize": True}, id="bert-lasttoken-prompt-excluded"),
+    pytest.param({"architecture": "roberta", "normalize": True, "prompts": PROMPTS}, id="roberta"),
+    pytest.param({"architecture": "xlm-roberta", "pooling": "max", "dense": [(24, "Identity")], "prompts": PROMPTS},
+                 id="xlm-roberta-max-dense"),
     pytest.param({"architecture": "modernbert", "rotary": True, "prompts": PROMPTS}, id="modernbert"),
+    pytest.param({"architecture": "nomic_bert", "rotary": True, "prompts": PROMPTS}, id="nomic_bert"),
+    pytest.param({"architecture": "qwen2", "rotary": True, "pooling": "lasttoken", "prompts": PROMPTS},
+                 id="qwen2-decoder"),
     pytest.param({"architecture": "qwen3", "rotary": True, "pooling": "lasttoken", "padding_side": "left",
                   "prompts": PROMPTS}, id="qwen3-decoder"),
 ])
@@ -86,7 +92,7 @@ def test_token_vectors_match_sentence_transformers(served):
 
 def test_dimensions_truncate_as_sentence_transformers_does(served):
     st, server, head = served
-    dim = st.get_sentence_embedding_dimension()
+    dim = st.get_embedding_dimension()
     with server.client() as client:
         ours = client.encode(TEXTS, dimensions=dim // 2, prompt_name="query")
         with pytest.raises(InvalidRequest, match="dimensions"):
