@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .architectures import ARCHITECTURES, ArchitectureSpec
 from .errors import ExportError
 from .source import check_max_seq_length
 
@@ -63,6 +64,16 @@ class RerankSource:
     activation_fn: str  # the torch class path CrossEncoder resolves, e.g. torch.nn.modules.activation.Sigmoid
     token_types: bool  # the model embeds token types (query 0, document 1)
     crossencoder_max_length: int  # what CrossEncoder truncates at by itself, before any cap or override
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The encoder's entry in export/architectures.py (how its attention fuses)."""
+        return ARCHITECTURES[self.model_type]
+
+    @property
+    def allow_unfused(self) -> bool:
+        """A reranker is exported only with one fused attention per layer."""
+        return False
 
 
 def _read_json(path: Path) -> Any:
