@@ -6,10 +6,8 @@ the fields every manifest records are the same for each kind; what differs is
 behind :class:`ArtifactBuild`: an embedder (embed.py) or a reranker
 (rerank.py), each with its own graph, parity reference and manifest fields.
 
-Everything is built in a staging directory next to ``out`` and renamed into
-place only after every gate passed, so a failed or interrupted export leaves
-nothing behind and an existing artifact is only replaced (``force``) by a
-complete one.
+Everything is built in a staging directory (staging.py) published only after
+every gate passed.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +38,7 @@ from .rerank import RerankBuild
 from .rerank_manifest import RerankManifest, RerankParityReport
 from .rerank_source import RerankSource, is_reranker, resolve_reranker
 from .source import ModelSource, resolve_source
+from .staging import staged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +52,12 @@ Report = TypeVar("Report", ParityReport, RerankParityReport)
 
 
 class ArtifactBuild(Int8Judge[Report], Protocol[Report]):
-    """One kind of artifact at each step of :func:`build` (embed.EmbedBuild, rerank.RerankBuild)."""
+    """One kind of artifact at each step of :func:`build` (embed.EmbedBuild, rerank.RerankBuild).
+
+    :func:`build` calls, in order: describe and load (load step), export_onnx, declare_output_shapes
+    (fuse), reference_detail and build_reference, calibration_feeds and the :class:`Int8Judge` methods
+    (int8 only), grade, summary and describe_failure (validate), manifest (write).
+    """
 
     source: ModelSource | RerankSource
     reference_name: str  # what parity compares with, for the validate line: "PyTorch"
@@ -93,83 +96,6 @@ class _Steps:
         self._log(f"{name:<9} {text} ({time.perf_counter() - start:.1f}s)")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _tool_versions() -> ToolVersions:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "unknown"
-
-    import onnxruntime
-
-    return ToolVersions(
-        torch=ver("torch"),
-        transformers=ver("transformers"),
-        onnx=ver("onnx"),
-        onnxruntime=onnxruntime.__version__,
-        zeroembed=ver("zeroembed"),
-    )
-
-
-def _prepare_out(out: Path, source: ModelSource | RerankSource, force: bool) -> tuple[Path, list[Path]]:
-    """Check ``out`` and create the staging dir next to it; returns (staging, parents created)."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise ExportError(f"output {out} already exists (pass --force to replace it)")
-        if not out.is_dir():
-            raise ExportError(f"output {out} exists and is not a directory; refusing to replace it")
-        if out.resolve() == source.path or out.resolve() in source.path.parents:
-            raise ExportError(f"output {out} holds the source model; refusing to replace it")
-    created: list[Path] = []
-    parent = out.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"cannot write output {out}: {parent} is not a directory")
-    try:
-        for directory in reversed(created):
-            directory.mkdir()
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as err:
-        _remove_created(created)
-        raise ExportError(f"cannot write output {out}: {err.strerror or err}") from err
-    return staging, created
-
-
-def _remove_created(created: list[Path]) -> None:
-    for directory in created:  # innermost first
-        try:
-            directory.rmdir()
-        except OSError:
-            break
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``, swapping out an existing directory."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-    os.rename(out, old)
-    try:
-        os.rename(staging, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(
     model: str | Path | None,
     out: str | Path,
@@ -200,19 +126,8 @@ def export_model(
         kind = EmbedBuild(resolve_source(model, pooling=pooling, max_seq_length=max_seq_length,
                                          allow_unfused=allow_unfused))
     out = Path(out).expanduser().absolute()
-    staging, created = _prepare_out(out, kind.source, force)
-    try:
-        manifest = build(kind, staging, out, precision, _Steps(log))
-        staging.chmod(0o755)  # mkdtemp made it 0700; an artifact is meant to be shared
-        try:
-            _publish(staging, out)
-        except OSError as err:  # e.g. another process created ``out`` meanwhile
-            raise ExportError(f"cannot move the artifact into {out}: {err.strerror or err}") from err
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_created(created)
-        raise
-    return manifest
+    with staged(out, kind.source.path, force) as staging:
+        return build(kind, staging, out, precision, _Steps(log))
 
 
 def build(kind: ArtifactBuild, staging: Path, out: Path, precision: str, steps: _Steps) -> Manifest | RerankManifest:
@@ -347,4 +262,32 @@ def _common_fields(
         quantization=quant,
         tool_versions=_tool_versions(),
         model_sha256=sha256,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tool_versions() -> ToolVersions:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "unknown"
+
+    import onnxruntime
+
+    return ToolVersions(
+        torch=ver("torch"),
+        transformers=ver("transformers"),
+        onnx=ver("onnx"),
+        onnxruntime=onnxruntime.__version__,
+        zeroembed=ver("zeroembed"),
     )
