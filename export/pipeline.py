@@ -37,7 +37,7 @@ from .precision import Int8Judge
 from .rerank import RerankBuild
 from .rerank_manifest import RerankManifest, RerankParityReport
 from .rerank_source import RerankSource, is_reranker, resolve_reranker
-from .source import ModelSource, resolve_source
+from .source import EncoderSource, ModelSource, resolve_source
 from .staging import staged
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def _place_files(staging: Path, work: Path, model: Path, tokenizer: Tokenizer) -
 
 
 def _common_fields(
-    source: ModelSource | RerankSource,
+    source: EncoderSource,
     final: onnx.ModelProto,
     precision: str,
     report: ParityReport | RerankParityReport,

@@ -13,20 +13,19 @@ from typing import Any
 
 from .architectures import ARCHITECTURES, ArchitectureSpec, supported
 from .errors import ExportError
-from .head import POOLING_MODES, Head, Prompts, read_head, read_json, read_modules, read_prompts
+from .head import POOLING_MODES, Head, Prompts, check_weights, read_head, read_json, read_modules, read_prompts
 
-__all__ = ["DEFAULT_MODEL_NAME", "POOLING_MODES", "ModelSource", "default_model_dir", "resolve_source"]
+__all__ = ["DEFAULT_MODEL_NAME", "POOLING_MODES", "EncoderSource", "ModelSource", "default_model_dir", "resolve_source"]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # tokenizer_config.json's "no limit" sentinel is ~1e30; anything this large is not a real limit.
 _UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True)
-class ModelSource:
-    """Everything the exporter needs to know about a model before loading it."""
+class EncoderSource:
+    """What every artifact kind knows of its model's encoder before loading it (rerank_source.py too)."""
 
     path: Path  # the transformers folder (config.json, weights, tokenizer)
     name: str  # what goes in manifest.source: the default's name or the dir given
@@ -36,7 +35,18 @@ class ModelSource:
     hidden_size: int
     vocab_size: int
     max_position_embeddings: int  # usable positions (RoBERTa's padding offset removed)
-    max_seq_length: int
+    max_seq_length: int  # tokens per input (a text, or a reranker's pair) after truncation
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The architecture's entry in export/architectures.py."""
+        return ARCHITECTURES[self.model_type]
+
+
+@dataclass(frozen=True)
+class ModelSource(EncoderSource):
+    """Everything the exporter needs to know about an embedding model before loading it."""
+
     is_sentence_transformer: bool
     head: Head
     prompts: Prompts
@@ -44,11 +54,6 @@ class ModelSource:
     # sentence_bert_config.json's do_lower_case: sentence-transformers then lowercases every
     # text before its tokenizer, whatever the tokenizer itself does (export/tokenizer.py).
     do_lower_case: bool = False
-
-    @property
-    def spec(self) -> ArchitectureSpec:
-        """The architecture's entry in export/architectures.py."""
-        return ARCHITECTURES[self.model_type]
 
     @property
     def pooling(self) -> str:
@@ -72,6 +77,13 @@ def check_max_seq_length(max_seq_length: int, usable: int) -> int:
             f"{usable} usable position embeddings"
         )
     return max_seq_length
+
+
+def check_model_files(hf_dir: Path) -> None:
+    """Raise unless the transformers folder ``hf_dir`` holds weights and a tokenizer."""
+    check_weights(hf_dir)
+    if not ((hf_dir / "tokenizer.json").is_file() or (hf_dir / "vocab.txt").is_file()):
+        raise ExportError(f"no tokenizer in {hf_dir} (expected tokenizer.json or vocab.txt)")
 
 
 def default_model_dir() -> Path:
@@ -150,10 +162,7 @@ def resolve_source(
         raise ExportError(
             f"the exporter cannot fuse {model_type}'s attention; pass --allow-unfused to export it unfused (slower)"
         )
-    if not any((hf_dir / f).is_file() for f in _WEIGHT_FILES):
-        raise ExportError(f"no weights in {hf_dir} (expected {' or '.join(_WEIGHT_FILES)})")
-    if not ((hf_dir / "tokenizer.json").is_file() or (hf_dir / "vocab.txt").is_file()):
-        raise ExportError(f"no tokenizer in {hf_dir} (expected tokenizer.json or vocab.txt)")
+    check_model_files(hf_dir)
 
     try:
         num_layers = int(config[spec.layers_key])
