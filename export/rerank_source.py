@@ -26,7 +26,7 @@ from typing import Any
 from .architectures import ARCHITECTURES
 from .errors import ExportError
 from .head import read_json
-from .source import EncoderSource, check_max_seq_length, check_model_files
+from .source import EncoderSource, check_max_seq_length, check_model_files, read_encoder_shape
 
 # model_type values whose classifier graph is exported and fused (BERT's pooler
 # head, RoBERTa's classification head); other encoders come with their own checks.
@@ -180,19 +180,13 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
     check_model_files(model_dir)
     _check_st_modules(model_dir)
     num_labels, labels = _num_labels(config, config_file)
+    shape = read_encoder_shape(config, ARCHITECTURES[model_type], config_file)
+    usable = shape["max_position_embeddings"]  # RoBERTa's padding offset removed
     try:
-        positions = int(config["max_position_embeddings"])
-        usable = positions - ARCHITECTURES[model_type].reserved_positions(config)  # RoBERTa's padding offset
-        encoder = dict(
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            hidden_size=int(config["hidden_size"]),
-            vocab_size=int(config["vocab_size"]),
-        )
         type_vocab_size = int(config.get("type_vocab_size", 2 if model_type == "bert" else 1))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
-    ce_max_length = _crossencoder_max_length(model_dir, positions)
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{config_file} lacks a valid 'type_vocab_size' entry") from err
+    ce_max_length = _crossencoder_max_length(model_dir, int(config["max_position_embeddings"]))
     if max_seq_length is not None:
         max_len = check_max_seq_length(max_seq_length, usable)
     else:
@@ -203,7 +197,7 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         path=model_dir.resolve(),
         name=str(model_dir.resolve()),
         model_type=model_type,
-        max_position_embeddings=usable,
+        **shape,
         max_seq_length=max_len,
         architecture=classifier,
         num_labels=num_labels,
@@ -212,5 +206,4 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         activation_fn=activation_fn,
         token_types=type_vocab_size > 1,
         crossencoder_max_length=ce_max_length,
-        **encoder,
     )

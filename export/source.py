@@ -7,6 +7,7 @@ with a message naming the problem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from .architectures import ARCHITECTURES, ArchitectureSpec, supported
 from .errors import ExportError
 from .head import POOLING_MODES, Head, Prompts, check_weights, read_head, read_json, read_modules, read_prompts
 
-__all__ = ["DEFAULT_MODEL_NAME", "POOLING_MODES", "EncoderSource", "ModelSource", "default_model_dir", "resolve_source"]
+__all__ = [
+    "DEFAULT_MODEL_NAME", "POOLING_MODES", "EncoderSource", "ModelSource", "default_model_dir", "resolve_source",
+]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -77,6 +80,24 @@ def check_max_seq_length(max_seq_length: int, usable: int) -> int:
             f"{usable} usable position embeddings"
         )
     return max_seq_length
+
+
+def read_encoder_shape(config: Mapping[str, Any], spec: ArchitectureSpec, config_file: Path) -> dict[str, int]:
+    """:class:`EncoderSource`'s layer, head, hidden, vocabulary and usable position counts from config.json."""
+    try:
+        shape = {
+            "num_layers": int(config[spec.layers_key]),
+            "num_heads": int(config[spec.heads_key]),
+            "hidden_size": int(config[spec.hidden_key]),
+            "vocab_size": int(config["vocab_size"]),
+            "max_position_embeddings": int(config[spec.positions_key]) - spec.reserved_positions(config),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
+    heads, hidden = shape["num_heads"], shape["hidden_size"]
+    if heads <= 0 or hidden % heads:
+        raise ExportError(f"{config_file}: hidden size {hidden} is not a multiple of {heads} heads")
+    return shape
 
 
 def check_model_files(hf_dir: Path) -> None:
@@ -164,18 +185,10 @@ def resolve_source(
         )
     check_model_files(hf_dir)
 
-    try:
-        num_layers = int(config[spec.layers_key])
-        num_heads = int(config[spec.heads_key])
-        hidden_size = int(config[spec.hidden_key])
-        vocab_size = int(config["vocab_size"])
-        positions = int(config[spec.positions_key]) - spec.reserved_positions(config)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
-    if num_heads <= 0 or hidden_size % num_heads:
-        raise ExportError(f"{config_file}: hidden size {hidden_size} is not a multiple of {num_heads} heads")
+    shape = read_encoder_shape(config, spec, config_file)
+    positions = shape["max_position_embeddings"]
 
-    head = read_head(model_dir, modules, hidden_size, pooling)
+    head = read_head(model_dir, modules, shape["hidden_size"], pooling)
     prompts = read_prompts(model_dir)
     st_config = _sentence_bert_config(model_dir, hf_dir)
     if max_seq_length is not None:
@@ -186,11 +199,7 @@ def resolve_source(
         path=hf_dir.resolve(),
         name=name,
         model_type=spec.model_type,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        hidden_size=hidden_size,
-        vocab_size=vocab_size,
-        max_position_embeddings=positions,
+        **shape,
         max_seq_length=max_len,
         is_sentence_transformer=modules is not None,
         head=head,
