@@ -18,6 +18,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from .errors import ExportError, QualityGateError
+from .rerank_source import RerankSource
 from .source import ModelSource
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ FUSED_OPS = ATTENTION_OPS + (
 _MS_DOMAIN = "com.microsoft"
 
 
-def fuse(model: onnx.ModelProto, source: ModelSource) -> tuple[OnnxModel, bool]:
+def fuse(model: onnx.ModelProto, source: ModelSource | RerankSource) -> tuple[OnnxModel, bool]:
     """Run ORT's transformer optimizer on ``model``; returns (graph, attention fused in every layer).
 
     Attention either fuses here (``ort-bert`` architectures) or was emitted fused by

@@ -1,4 +1,4 @@
-"""The torch side: load the encoder, wrap it with its head, export to ONNX.
+"""The embedder's torch side: load the encoder, wrap it with its head, export to ONNX.
 
 The sentence-transformers head (pooling, Dense, Normalize: export/pooling.py)
 lives inside the exported module so the artifact is self-contained: any ONNX
@@ -10,15 +10,11 @@ through a rebuilt body that emits the fused op itself (export/architectures.py).
 from __future__ import annotations
 
 import importlib
-import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ExportError
 from .source import ModelSource
+from .torch_model import load_pretrained, sample_batch, trace_to_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -28,59 +24,11 @@ INPUT_NAMES = ["input_ids", "attention_mask"]
 # Optional third input, present only when the pooling leaves the prompt out (docs/artifact.md).
 PROMPT_LENGTH = "prompt_length"
 OUTPUT_NAMES = ["token_embeddings", "sentence_embedding", "pooled_embedding"]
-OPSET = 17
-
-# ORT's fusion matches the attention subgraph the TorchScript exporter emits for
-# transformers' eager attention. The dynamo exporter and the SDPA attention both
-# produce graphs it does not fuse (measured with torch 2.13 / transformers 5.24).
-_ATTN_IMPLEMENTATION = "eager"
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bars; the exporter reports itself."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_encoder(source: ModelSource) -> torch.nn.Module:
     """The transformers encoder in eval mode, fp32, without its (unused) pooler head."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # must precede importing transformers
-    from transformers import AutoModel
-
-    try:
-        with _quiet_transformers():
-            model, info = AutoModel.from_pretrained(
-                str(source.path),
-                local_files_only=True,
-                attn_implementation=_ATTN_IMPLEMENTATION,
-                output_loading_info=True,
-                dtype="float32",
-                **source.spec.load_kwargs,
-            )
-    except Exception as err:  # safetensors, torch.load, OSError... all mean "bad weights"
-        raise ExportError(f"cannot load the weights in {source.path}: {err}") from err
-    # transformers fills missing weights with random values and only warns:
-    # that would export a plausible-looking but meaningless model.
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        raise ExportError(
-            f"weights in {source.path} do not match its config.json: {len(missing)} missing "
-            f"tensors (e.g. {missing[0]})"
-        )
-    return model.eval()
+    return load_pretrained(source.path, "AutoModel", **source.spec.load_kwargs)
 
 
 def as_body(encoder: torch.nn.Module) -> torch.nn.Module:
@@ -134,35 +82,13 @@ def export_onnx(module: torch.nn.Module, path: Path, source: ModelSource) -> Non
     """TorchScript-export ``module`` to ``path`` with dynamic batch and sequence axes."""
     import torch
 
-    # Sample long enough that no dimension is specialised to 1 or 2 by tracing.
-    sample = torch.arange(1000, 1000 + 3 * 17, dtype=torch.int64).reshape(3, 17)
-    mask = torch.ones_like(sample)
-    mask[1, 12:] = 0
     names = input_names(source)
-    args: tuple[torch.Tensor, ...] = (sample, mask)
+    args: tuple[torch.Tensor, ...] = sample_batch()
     if PROMPT_LENGTH in names:
         args += (torch.tensor([3, 0, 5], dtype=torch.int64),)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES + ["token_embeddings"]}
     axes.update({name: {0: "batch"} for name in ("sentence_embedding", "pooled_embedding", PROMPT_LENGTH)})
-    try:
-        # Tracer warnings about data-dependent branches in transformers' mask code are
-        # expected: the batch/sequence axes are declared dynamic and parity checks the result.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                dynamo=False,
-                input_names=names,
-                output_names=OUTPUT_NAMES,
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                custom_opsets={"com.microsoft": 1},
-            )
-    except Exception as err:
-        raise ExportError(f"torch.onnx.export failed: {err}") from err
+    trace_to_onnx(module, args, path, names, OUTPUT_NAMES, axes, custom_opsets={"com.microsoft": 1})
 
 
 def declare_output_shapes(model: onnx.ModelProto, source: ModelSource) -> None:

@@ -85,6 +85,12 @@ def read_json(path: Path) -> Any:
         raise ExportError(f"cannot read {path}: {err}") from err
 
 
+def check_weights(folder: Path) -> None:
+    """Raise unless ``folder`` holds a weights file transformers or sentence-transformers loads."""
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        raise ExportError(f"no weights in {folder} (expected {' or '.join(_WEIGHT_FILES)})")
+
+
 def module_kind(type_name: object) -> str:
     """``sentence_transformers.models.Pooling`` (or any module path) -> ``Pooling``."""
     return str(type_name).rsplit(".", 1)[-1]
@@ -162,8 +168,7 @@ def _dense(folder: Path, expected_in: int) -> DenseLayer:
             f"{config_file} uses activation {activation!r}; the exporter knows "
             f"{', '.join(name.rsplit('.', 1)[-1] for name in ACTIVATIONS)}"
         )
-    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
-        raise ExportError(f"no weights in {folder} (expected {' or '.join(_WEIGHT_FILES)})")
+    check_weights(folder)
     return DenseLayer(
         path=folder.resolve(),
         in_features=in_features,

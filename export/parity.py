@@ -7,7 +7,6 @@ masking or dynamic-shape bug in the graph shows up as a mismatch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,32 +129,6 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> Agreement:
     norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
     cosine = (a64 * b64).sum(axis=-1) / np.maximum(norms, 1e-30)
     return Agreement(min_cosine=float(cosine.min()), max_abs_diff=float(np.abs(a64 - b64).max()))
-
-
-def cuda_usable() -> bool:
-    """Whether ONNX Runtime can actually run on a CUDA device here."""
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
-    # onnxruntime-gpu lists CUDA even without a GPU; probing it then logs loud errors.
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")
-
-
-def validation_provider(precision: str) -> tuple[str, str | None]:
-    """(ORT provider, method note) to validate a ``precision`` artifact with on this machine."""
-    if precision != "fp16":
-        return "CPUExecutionProvider", None
-    if cuda_usable():
-        return "CUDAExecutionProvider", (
-            "ONNX Runtime CUDAExecutionProvider running the fp16 graph vs PyTorch fp32 on CPU"
-        )
-    # Honest about what the CPU run proves and what it does not.
-    return "CPUExecutionProvider", (
-        "no CUDA device: ONNX Runtime CPUExecutionProvider running the fp16 graph (fp16 weights, "
-        "fp16 activations between ops; ops without fp16 CPU kernels compute in fp32 behind casts "
-        "ORT inserts, so CUDA fp16 kernels were not exercised) vs PyTorch fp32 on CPU"
-    )
 
 
 def run_onnx(

@@ -1,8 +1,9 @@
 """fp16 conversion and int8 quantisation of the fused graph.
 
 int8 is picked by measurement: :data:`INT8_RECIPES` go from fastest to
-slowest and the first whose parity clears the int8 threshold (plus
-:data:`INT8_HEADROOM`, so texts outside the validation set keep a margin) wins.
+slowest and the first whose parity is enough wins (:func:`pick_int8`): for an
+embedder, the int8 threshold plus :data:`INT8_HEADROOM`, so texts outside the
+validation set keep a margin; for a reranker, its score and ranking gates.
 
 Measured on all-MiniLM-L6-v2 (min cosine of sentence_embedding vs PyTorch over
 the 32 validation texts; speed in texts per CPU-second on one thread against
@@ -34,7 +35,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -45,7 +46,14 @@ if TYPE_CHECKING:
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    from .manifest import ParityReport
+    from .manifest import QuantizationReport
+
+
+class _Graded(Protocol):
+    passed: bool
+
+
+Report = TypeVar("Report", bound=_Graded)  # an artifact kind's parity report
 
 GELU_OPS = ("BiasGelu", "FastGelu", "Gelu")
 # Extra min-cosine margin a recipe must show on the validation texts to be picked.
@@ -243,49 +251,62 @@ def _quantize_static(
     )
 
 
+class Int8Judge(Protocol[Report]):
+    """How :func:`pick_int8` reads an artifact kind's parity check (embed.py, rerank.py)."""
+
+    def grade(self, path: Path, precision: str) -> Report:
+        """The parity report of the artifact at ``path``."""
+        ...
+
+    def int8_score(self, report: Report) -> float:
+        """Closeness to the reference, higher is closer: ranks the recipes tried."""
+        ...
+
+    def int8_enough(self, report: Report) -> bool:
+        """Whether ``report`` passed with the margin that ends the search."""
+        ...
+
+    def int8_scores(self, report: Report) -> dict[str, object]:
+        """The scores the manifest records for one attempt."""
+        ...
+
+    def int8_summary(self, report: Report) -> str:
+        """The scores of one attempt, for its log line."""
+        ...
+
+
 def pick_int8(
     model_path: Path,
     work_dir: Path,
     calibration: Sequence[dict[str, np.ndarray]],
-    evaluate: Callable[[Path], ParityReport],
-    threshold: float,
+    judge: Int8Judge[Report],
     log: Callable[[str], None],
-) -> tuple[Path, Int8Recipe, ParityReport, dict[str, object]]:
-    """Try :data:`INT8_RECIPES` in order; the first with headroom wins, else the best passing one.
+) -> tuple[Path, Report, QuantizationReport]:
+    """Try :data:`INT8_RECIPES` in order; the first ``judge`` finds enough wins, else the best passing one.
 
-    Returns (path, recipe, its parity report, quantization summary). If no
-    recipe passes, the best attempt is returned and the caller's parity gate
-    refuses it, naming the shortfall.
+    Returns (path, its parity report, quantization report). If no recipe
+    passes, the best attempt is returned and the caller's parity gate refuses
+    it, naming the shortfall.
     """
+    from .manifest import QuantizationReport
+
     attempts: list[dict[str, object]] = []
-    best: tuple[float, Path, Int8Recipe, ParityReport, int, list[str]] | None = None
+    best = None
     for index, recipe in enumerate(INT8_RECIPES):
         path = work_dir / f"model.int8.{index}.onnx"
         count, excluded = quantize_int8(model_path, path, recipe, calibration)
-        report = evaluate(path)
-        score = min(report.sentence_embedding.min_cosine, report.pooled_embedding.min_cosine)
-        attempts.append(
-            {
-                "recipe": recipe.name,
-                "sentence_min_cosine": report.sentence_embedding.min_cosine,
-                "token_min_cosine": report.token_embeddings.min_cosine,
-                "passed": report.passed,
-            }
-        )
-        verdict = "pass" if report.passed else "fail"
-        log(f"int8 recipe {recipe.name}: sentence min cosine {score:.5f} ({verdict})")
-        if best is None or (report.passed, score) > (best[3].passed, best[0]):
-            best = (score, path, recipe, report, count, excluded)
-        if report.passed and score >= threshold + INT8_HEADROOM:
+        report = judge.grade(path, "int8")
+        passed = report.passed
+        attempts.append({"recipe": recipe.name, **judge.int8_scores(report), "passed": passed})
+        log(f"int8 recipe {recipe.name}: {judge.int8_summary(report)} ({'pass' if passed else 'fail'})")
+        key = (passed, judge.int8_score(report))
+        if best is None or key > best[0]:
+            best = (key, path, recipe, report, count, excluded)
+        if passed and judge.int8_enough(report):
             break
     if best is None:
         raise ExportError("no int8 recipe configured")
-    score, path, recipe, report, count, excluded = best
-    summary = {
-        "recipe": recipe.name,
-        "description": recipe.description,
-        "quantized_nodes": count,
-        "fp32_nodes": excluded,
-        "attempts": attempts,
-    }
-    return path, recipe, report, summary
+    _, path, recipe, report, count, excluded = best
+    quant = QuantizationReport(recipe=recipe.name, description=recipe.description, quantized_nodes=count,
+                               fp32_nodes=excluded, attempts=attempts)
+    return path, report, quant

@@ -7,14 +7,12 @@ raw scores too (TEI's ``raw_scores``).
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ExportError
-from .graph import _ATTN_IMPLEMENTATION, OPSET, _quiet_transformers
 from .rerank_source import RerankSource
+from .torch_model import load_pretrained, sample_batch, trace_to_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -30,41 +28,19 @@ def input_names(source: RerankSource) -> list[str]:
 
 
 def load_classifier(source: RerankSource) -> torch.nn.Module:
-    """The transformers sequence classifier in eval mode, fp32, eager attention."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # must precede importing transformers
-    from transformers import AutoModelForSequenceClassification
+    """The transformers sequence classifier in eval mode, fp32, eager attention.
 
-    try:
-        with _quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(source.path),
-                local_files_only=True,
-                attn_implementation=_ATTN_IMPLEMENTATION,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,  # reported below, by name, instead of a pointer to a log
-                dtype="float32",
-            )
-    except Exception as err:  # safetensors, torch.load... all mean "bad weights"
-        raise ExportError(f"cannot load the weights in {source.path}: {err}") from err
-    if info.get("mismatched_keys"):
-        key, *shapes = sorted(info["mismatched_keys"])[0]
-        raise ExportError(
-            f"weights in {source.path} do not match its config.json: {key} has shape "
-            f"{tuple(shapes[0])}, the config asks for {tuple(shapes[1])} ({source.num_labels} labels)"
-        )
-    if info.get("missing_keys"):
-        # A freshly initialised classifier would export a model that ranks at random.
-        missing = sorted(info["missing_keys"])
-        raise ExportError(
-            f"weights in {source.path} do not match its config.json: {len(missing)} missing "
-            f"tensors (e.g. {missing[0]})"
-        )
+    A classifier without its weights (freshly initialised) would rank at random: refused, as
+    every missing or misshapen tensor is.
+    """
+    model = load_pretrained(source.path, "AutoModelForSequenceClassification",
+                            config_note=f"{source.num_labels} labels")
     if model.config.num_labels != source.num_labels:
         raise ExportError(
             f"{source.path} loads with {model.config.num_labels} labels but its config.json lists "
             f"{source.num_labels}"
         )
-    return model.eval()
+    return model
 
 
 def wrap(model: torch.nn.Module, source: RerankSource) -> torch.nn.Module:
@@ -83,37 +59,19 @@ def wrap(model: torch.nn.Module, source: RerankSource) -> torch.nn.Module:
     return PairScorer(model).eval()
 
 
-def export_onnx(module: torch.nn.Module, source: RerankSource, path: Path) -> None:
+def export_onnx(module: torch.nn.Module, path: Path, source: RerankSource) -> None:
     """TorchScript-export ``module`` to ``path`` with dynamic batch and sequence axes."""
     import torch
 
     names = input_names(source)
-    # Long enough that tracing specialises no dimension to 1 or 2; token types vary per row.
-    sample = torch.arange(1000, 1000 + 3 * 17, dtype=torch.int64).reshape(3, 17)
-    mask = torch.ones_like(sample)
-    mask[1, 12:] = 0
-    types = torch.zeros_like(sample)
+    sample, mask = sample_batch()
+    types = torch.zeros_like(sample)  # token types vary per row
     types[:, 6:] = 1
     types[1, 12:] = 0
     args = (sample, mask, types)[: len(names)]
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes[OUTPUT_NAME] = {0: "batch"}
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings from transformers' mask code
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                dynamo=False,
-                input_names=names,
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-            )
-    except Exception as err:
-        raise ExportError(f"torch.onnx.export failed: {err}") from err
+    trace_to_onnx(module, args, path, names, [OUTPUT_NAME], axes)
 
 
 def declare_output_shape(model: onnx.ModelProto, num_labels: int) -> None:

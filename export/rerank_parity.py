@@ -157,13 +157,13 @@ def load_crossencoder(source: RerankSource) -> Any:
             "exporting a reranker needs sentence-transformers, its parity reference "
             "(pip install 'zeroembed[export]')"
         ) from err
-    from .graph import _quiet_transformers
+    from .torch_model import quiet_transformers
 
     # Only a cap or an override changes CrossEncoder's own truncation length.
     override = source.max_seq_length
     kwargs = {} if override == source.crossencoder_max_length else {"max_length": override}
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = CrossEncoder(str(source.path), device="cpu", local_files_only=True, **kwargs)
     except Exception as err:
         raise ExportError(f"sentence-transformers cannot load {source.path} as a CrossEncoder: {err}") from err

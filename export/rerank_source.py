@@ -19,20 +19,18 @@ sentence-transformers' ``CrossEncoder`` does when it loads the same folder
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .architectures import ARCHITECTURES
 from .errors import ExportError
-from .source import check_max_seq_length
+from .head import read_json
+from .source import EncoderSource, check_max_seq_length, check_model_files, read_encoder_shape
 
 # model_type values whose classifier graph is exported and fused (BERT's pooler
 # head, RoBERTa's classification head); other encoders come with their own checks.
 RERANK_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
-# These number positions from padding_idx + 1, so pad_token_id + 1 slots are unusable.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # transformers saves no id2label for two labels, its default; a classifier of another size
 # that lost its id2label then fails to load (the weights' shape disagrees), naming the problem.
 _DEFAULT_NUM_LABELS = 2
@@ -44,18 +42,10 @@ ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax
 
 
 @dataclass(frozen=True)
-class RerankSource:
-    """A cross-encoder directory, validated: the encoder's shape plus the classifier's."""
+class RerankSource(EncoderSource):
+    """A cross-encoder directory, validated: the encoder's shape (``name``: the directory, absolute,
+    ``max_seq_length``: the pair truncation length) plus the classifier's."""
 
-    path: Path  # the transformers folder (config.json, weights, tokenizer)
-    name: str  # what goes in manifest.source: the directory, absolute
-    model_type: str
-    num_layers: int
-    num_heads: int
-    hidden_size: int
-    vocab_size: int
-    max_position_embeddings: int  # usable positions (RoBERTa's padding offset removed)
-    max_seq_length: int  # pair truncation length
     architecture: str  # e.g. BertForSequenceClassification
     num_labels: int
     labels: list[str]  # id2label, in label order
@@ -64,19 +54,17 @@ class RerankSource:
     token_types: bool  # the model embeds token types (query 0, document 1)
     crossencoder_max_length: int  # what CrossEncoder truncates at by itself, before any cap or override
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ExportError(f"cannot read {path}: {err}") from err
+    @property
+    def allow_unfused(self) -> bool:
+        """A reranker is exported only with one fused attention per layer."""
+        return False
 
 
 def _st_model_type(model_dir: Path) -> str | None:
     file = model_dir / "config_sentence_transformers.json"
     if not file.is_file():
         return None
-    value = _read_json(file).get("model_type")
+    value = read_json(file).get("model_type")
     return value if isinstance(value, str) else None
 
 
@@ -90,7 +78,7 @@ def is_reranker(model: str | Path | None) -> bool:
         return False  # source.resolve_source names the problem
     if _st_model_type(model_dir) == "CrossEncoder":
         return True
-    architectures = _read_json(config_file).get("architectures") or []
+    architectures = read_json(config_file).get("architectures") or []
     return any(str(arch).endswith("ForSequenceClassification") for arch in architectures)
 
 
@@ -99,7 +87,7 @@ def _activation(model_dir: Path, config: dict[str, Any], num_labels: int) -> tup
     candidates: list[tuple[str, object]] = []
     st_file = model_dir / "config_sentence_transformers.json"
     if st_file.is_file():
-        candidates.append((st_file.name, _read_json(st_file).get("activation_fn")))
+        candidates.append((st_file.name, read_json(st_file).get("activation_fn")))
     st_section = config.get("sentence_transformers")
     if isinstance(st_section, dict) and "activation_fn" in st_section:
         candidates.append(("config.json sentence_transformers", st_section.get("activation_fn")))
@@ -124,18 +112,18 @@ def _check_st_modules(model_dir: Path) -> None:
     """Refuse sentence-transformers modules besides the one sequence-classification Transformer."""
     modules_file = model_dir / "modules.json"
     if modules_file.is_file():
-        kinds = [str(m.get("type", "")) for m in _read_json(modules_file)]
+        kinds = [str(m.get("type", "")) for m in read_json(modules_file)]
         if len(kinds) != 1 or not kinds[0].endswith(".Transformer"):
             raise ExportError(
                 f"{modules_file} lists modules {kinds}; a reranker export supports exactly one "
                 "Transformer module (sequence classification)"
             )
     st_file = model_dir / "config_sentence_transformers.json"
-    if st_file.is_file() and _read_json(st_file).get("default_prompt_name"):
+    if st_file.is_file() and read_json(st_file).get("default_prompt_name"):
         raise ExportError(f"{st_file} sets a default prompt; prompts are not supported for rerankers yet")
     bert_file = model_dir / "sentence_bert_config.json"
     if bert_file.is_file():
-        task = _read_json(bert_file).get("transformer_task", "sequence-classification")
+        task = read_json(bert_file).get("transformer_task", "sequence-classification")
         if task != "sequence-classification":
             raise ExportError(
                 f"{bert_file} has transformer_task {task!r}; a reranker must be 'sequence-classification'"
@@ -159,13 +147,13 @@ def _num_labels(config: dict[str, Any], config_file: Path) -> tuple[int, list[st
 def _crossencoder_max_length(model_dir: Path, positions: int) -> int:
     bert_file = model_dir / "sentence_bert_config.json"
     if bert_file.is_file():
-        value = _read_json(bert_file).get("max_seq_length")
+        value = read_json(bert_file).get("max_seq_length")
         if value is not None:
             return int(value)
     limit = _NO_LIMIT
     tok_file = model_dir / "tokenizer_config.json"
     if tok_file.is_file():
-        value = _read_json(tok_file).get("model_max_length")
+        value = read_json(tok_file).get("model_max_length")
         if isinstance(value, (int, float)) and value > 0:
             limit = int(min(value, _NO_LIMIT))
     return min(limit, positions)
@@ -175,7 +163,7 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
     """Validate the cross-encoder directory ``model`` (see :func:`is_reranker`)."""
     model_dir = Path(model).expanduser()
     config_file = model_dir / "config.json"
-    config = _read_json(config_file)
+    config = read_json(config_file)
     model_type = config.get("model_type")
     architectures = [str(a) for a in config.get("architectures") or []]
     classifier = next((a for a in architectures if a.endswith("ForSequenceClassification")), None)
@@ -189,25 +177,16 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
             f"unsupported reranker architecture {model_type!r} in {config_file} "
             f"(supported: {', '.join(RERANK_MODEL_TYPES)})"
         )
-    if not any((model_dir / f).is_file() for f in _WEIGHT_FILES):
-        raise ExportError(f"no weights in {model_dir} (expected {' or '.join(_WEIGHT_FILES)})")
-    if not ((model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.txt").is_file()):
-        raise ExportError(f"no tokenizer in {model_dir} (expected tokenizer.json or vocab.txt)")
+    check_model_files(model_dir)
     _check_st_modules(model_dir)
     num_labels, labels = _num_labels(config, config_file)
+    shape = read_encoder_shape(config, ARCHITECTURES[model_type], config_file)
+    usable = shape["max_position_embeddings"]  # RoBERTa's padding offset removed
     try:
-        positions = int(config["max_position_embeddings"])
-        usable = positions - (int(config.get("pad_token_id", 1)) + 1 if model_type in _OFFSET_POSITIONS else 0)
-        encoder = dict(
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            hidden_size=int(config["hidden_size"]),
-            vocab_size=int(config["vocab_size"]),
-        )
         type_vocab_size = int(config.get("type_vocab_size", 2 if model_type == "bert" else 1))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
-    ce_max_length = _crossencoder_max_length(model_dir, positions)
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{config_file} lacks a valid 'type_vocab_size' entry") from err
+    ce_max_length = _crossencoder_max_length(model_dir, int(config["max_position_embeddings"]))
     if max_seq_length is not None:
         max_len = check_max_seq_length(max_seq_length, usable)
     else:
@@ -218,7 +197,7 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         path=model_dir.resolve(),
         name=str(model_dir.resolve()),
         model_type=model_type,
-        max_position_embeddings=usable,
+        **shape,
         max_seq_length=max_len,
         architecture=classifier,
         num_labels=num_labels,
@@ -227,5 +206,4 @@ def resolve_reranker(model: str | Path, *, max_seq_length: int | None = None) ->
         activation_fn=activation_fn,
         token_types=type_vocab_size > 1,
         crossencoder_max_length=ce_max_length,
-        **encoder,
     )

@@ -7,26 +7,28 @@ with a message naming the problem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .architectures import ARCHITECTURES, ArchitectureSpec, supported
 from .errors import ExportError
-from .head import POOLING_MODES, Head, Prompts, read_head, read_json, read_modules, read_prompts
+from .head import POOLING_MODES, Head, Prompts, check_weights, read_head, read_json, read_modules, read_prompts
 
-__all__ = ["DEFAULT_MODEL_NAME", "POOLING_MODES", "ModelSource", "default_model_dir", "resolve_source"]
+__all__ = [
+    "DEFAULT_MODEL_NAME", "POOLING_MODES", "EncoderSource", "ModelSource", "default_model_dir", "resolve_source",
+]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # tokenizer_config.json's "no limit" sentinel is ~1e30; anything this large is not a real limit.
 _UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True)
-class ModelSource:
-    """Everything the exporter needs to know about a model before loading it."""
+class EncoderSource:
+    """What every artifact kind knows of its model's encoder before loading it (rerank_source.py too)."""
 
     path: Path  # the transformers folder (config.json, weights, tokenizer)
     name: str  # what goes in manifest.source: the default's name or the dir given
@@ -36,7 +38,18 @@ class ModelSource:
     hidden_size: int
     vocab_size: int
     max_position_embeddings: int  # usable positions (RoBERTa's padding offset removed)
-    max_seq_length: int
+    max_seq_length: int  # tokens per input (a text, or a reranker's pair) after truncation
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The architecture's entry in export/architectures.py."""
+        return ARCHITECTURES[self.model_type]
+
+
+@dataclass(frozen=True)
+class ModelSource(EncoderSource):
+    """Everything the exporter needs to know about an embedding model before loading it."""
+
     is_sentence_transformer: bool
     head: Head
     prompts: Prompts
@@ -44,11 +57,6 @@ class ModelSource:
     # sentence_bert_config.json's do_lower_case: sentence-transformers then lowercases every
     # text before its tokenizer, whatever the tokenizer itself does (export/tokenizer.py).
     do_lower_case: bool = False
-
-    @property
-    def spec(self) -> ArchitectureSpec:
-        """The architecture's entry in export/architectures.py."""
-        return ARCHITECTURES[self.model_type]
 
     @property
     def pooling(self) -> str:
@@ -72,6 +80,31 @@ def check_max_seq_length(max_seq_length: int, usable: int) -> int:
             f"{usable} usable position embeddings"
         )
     return max_seq_length
+
+
+def read_encoder_shape(config: Mapping[str, Any], spec: ArchitectureSpec, config_file: Path) -> dict[str, int]:
+    """:class:`EncoderSource`'s layer, head, hidden, vocabulary and usable position counts from config.json."""
+    try:
+        shape = {
+            "num_layers": int(config[spec.layers_key]),
+            "num_heads": int(config[spec.heads_key]),
+            "hidden_size": int(config[spec.hidden_key]),
+            "vocab_size": int(config["vocab_size"]),
+            "max_position_embeddings": int(config[spec.positions_key]) - spec.reserved_positions(config),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
+    heads, hidden = shape["num_heads"], shape["hidden_size"]
+    if heads <= 0 or hidden % heads:
+        raise ExportError(f"{config_file}: hidden size {hidden} is not a multiple of {heads} heads")
+    return shape
+
+
+def check_model_files(hf_dir: Path) -> None:
+    """Raise unless the transformers folder ``hf_dir`` holds weights and a tokenizer."""
+    check_weights(hf_dir)
+    if not ((hf_dir / "tokenizer.json").is_file() or (hf_dir / "vocab.txt").is_file()):
+        raise ExportError(f"no tokenizer in {hf_dir} (expected tokenizer.json or vocab.txt)")
 
 
 def default_model_dir() -> Path:
@@ -150,23 +183,12 @@ def resolve_source(
         raise ExportError(
             f"the exporter cannot fuse {model_type}'s attention; pass --allow-unfused to export it unfused (slower)"
         )
-    if not any((hf_dir / f).is_file() for f in _WEIGHT_FILES):
-        raise ExportError(f"no weights in {hf_dir} (expected {' or '.join(_WEIGHT_FILES)})")
-    if not ((hf_dir / "tokenizer.json").is_file() or (hf_dir / "vocab.txt").is_file()):
-        raise ExportError(f"no tokenizer in {hf_dir} (expected tokenizer.json or vocab.txt)")
+    check_model_files(hf_dir)
 
-    try:
-        num_layers = int(config[spec.layers_key])
-        num_heads = int(config[spec.heads_key])
-        hidden_size = int(config[spec.hidden_key])
-        vocab_size = int(config["vocab_size"])
-        positions = int(config[spec.positions_key]) - spec.reserved_positions(config)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(f"{config_file} lacks a valid {err} entry") from err
-    if num_heads <= 0 or hidden_size % num_heads:
-        raise ExportError(f"{config_file}: hidden size {hidden_size} is not a multiple of {num_heads} heads")
+    shape = read_encoder_shape(config, spec, config_file)
+    positions = shape["max_position_embeddings"]
 
-    head = read_head(model_dir, modules, hidden_size, pooling)
+    head = read_head(model_dir, modules, shape["hidden_size"], pooling)
     prompts = read_prompts(model_dir)
     st_config = _sentence_bert_config(model_dir, hf_dir)
     if max_seq_length is not None:
@@ -177,11 +199,7 @@ def resolve_source(
         path=hf_dir.resolve(),
         name=name,
         model_type=spec.model_type,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        hidden_size=hidden_size,
-        vocab_size=vocab_size,
-        max_position_embeddings=positions,
+        **shape,
         max_seq_length=max_len,
         is_sentence_transformer=modules is not None,
         head=head,

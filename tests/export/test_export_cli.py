@@ -62,6 +62,17 @@ def test_weights_not_matching_config(tiny_bert_dir: Path, tmp_path: Path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_weights_of_another_shape_than_the_config(tiny_bert_dir: Path, tmp_path: Path, capsys) -> None:
+    model = tmp_path / "reshaped"
+    shutil.copytree(tiny_bert_dir, model)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["intermediate_size"] = 100  # the saved feed-forward weights are 4 x hidden wide
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    _fails(["--model", str(model), "--out", str(tmp_path / "out")], capsys,
+           "intermediate.dense.bias has shape (256,), the config asks for (100,)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_out_without_force(tiny_bert_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -111,10 +122,10 @@ def test_help_does_not_import_torch() -> None:
 
 
 def test_unfused_attention_is_refused(tiny_bert_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from zeroembed.export import graph
+    from zeroembed.export import torch_model
 
     # transformers' SDPA attention traces to a pattern ORT's optimizer does not fuse.
-    monkeypatch.setattr(graph, "_ATTN_IMPLEMENTATION", "sdpa")
+    monkeypatch.setattr(torch_model, "ATTN_IMPLEMENTATION", "sdpa")
     out = tmp_path / "out"
     assert main(["export", "--model", str(tiny_bert_dir), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -191,9 +202,9 @@ def test_bad_model_folder_fails_in_one_line_before_torch(tiny_bert_dir: Path, tm
 
 
 def test_allow_unfused_exports_and_records_it(tiny_bert_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from zeroembed.export import Manifest, graph
+    from zeroembed.export import Manifest, torch_model
 
-    monkeypatch.setattr(graph, "_ATTN_IMPLEMENTATION", "sdpa")  # a pattern ORT's optimizer does not fuse
+    monkeypatch.setattr(torch_model, "ATTN_IMPLEMENTATION", "sdpa")  # a pattern ORT's optimizer does not fuse
     out = tmp_path / "out"
     assert main(["export", "--model", str(tiny_bert_dir), "--out", str(out), "--allow-unfused"]) == 0
     manifest = Manifest.read(out)

@@ -133,6 +133,8 @@ def test_bad_rerankers_fail_in_one_line(tmp_path: Path, capsys) -> None:
         (_classifier_dir(tmp_path / "distil", model_type="distilbert",
                          architectures=["DistilBertForSequenceClassification"]),
          "unsupported reranker architecture 'distilbert'"),
+        (_classifier_dir(tmp_path / "heads", num_attention_heads=3), "hidden size 8 is not a multiple of 3 heads"),
+        (_classifier_dir(tmp_path / "layers", num_hidden_layers=None), "lacks a valid 'num_hidden_layers' entry"),
     ]
     for model, fragment in cases:
         _fails(model, capsys, fragment)
