@@ -129,8 +129,8 @@ def check_dimensions(dimensions: int | None, manifest: ArtifactManifest) -> int 
     """A request's Matryoshka ``dimensions``: None when it keeps every one; :class:`RequestRejected`
     naming the option past the model's size (the lower bound is the protocol's)."""
     if dimensions is not None and dimensions > manifest.hidden_size:
-        raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'dimensions' must be at most "
-                                                         f"{manifest.hidden_size} (this model's size), got {dimensions}")
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'dimensions' must be at most {manifest.hidden_size} "
+                                                         f"(this model's size), got {dimensions}")
     return dimensions if dimensions != manifest.hidden_size else None
 
 

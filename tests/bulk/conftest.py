@@ -102,8 +102,8 @@ PROMPT_MODEL = {"pooling": "mean", "include_prompt": False, "prompts": PROMPTS, 
 #: prompt each puts before the texts.
 ENCODINGS = {
     "default-prompt": ({}, [], PROMPTS["passage"]),
-    "query-16-dimensions": ({"prompt_name": "query", "dimensions": 16}, ["--prompt-name", "query", "--dimensions", "16"],
-                            PROMPTS["query"]),
+    "query-16-dimensions": ({"prompt_name": "query", "dimensions": 16},
+                            ["--prompt-name", "query", "--dimensions", "16"], PROMPTS["query"]),
     "literal-prompt": ({"prompt": "search: "}, ["--prompt", "search: "], "search: "),
 }
 
