@@ -33,6 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--id-column", default=None,
                         help="column holding unique ids (default id when present; without one, a row's id is its "
                              "position across the inputs, from 0)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-name", default=None, metavar="NAME",
+                        help="one of the model's named prompts (e.g. query), put before every text; without it "
+                             "or --prompt, the model's default prompt if it has one (as the server does)")
+    prompt.add_argument("--prompt", default=None, metavar="TEXT", help="a literal prompt put before every text")
+    parser.add_argument("--dimensions", type=int, default=None, metavar="N",
+                        help="Matryoshka: keep the first N dimensions of each vector (re-normalized when the "
+                             "model normalizes)")
     parser.add_argument("--rows-per-shard", type=int, default=None,
                         help="rows per output shard, the unit of resuming (default 10000)")
     parser.add_argument("--overwrite", action="store_true",
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     columns = Columns(text=args.text_column, id=args.id_column or "id", id_required=args.id_column is not None)
     spec = JobSpec(inputs=args.inputs, out=args.out, columns=columns,
                    rows_per_shard=args.rows_per_shard or DEFAULT_ROWS_PER_SHARD, overwrite=args.overwrite,
-                   quiet=args.quiet)
+                   quiet=args.quiet, prompt_name=args.prompt_name, prompt=args.prompt, dimensions=args.dimensions)
     try:
         corpus = check_inputs(spec)  # before the model: a bad input fails in seconds, not after an export
         device = args.device if args.device != "auto" else ("cuda" if cuda_available() else "cpu")

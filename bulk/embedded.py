@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .assembly import ShardAssembler
+from .encoding import Encoding
 from .errors import BulkError, EngineError
 from .progress import Progress
 from .rows import read_range
@@ -107,8 +108,9 @@ class EmbeddedEngine:
         return [w.pid for w in self._dispatcher.pool.workers.values() if w.pid is not None]
 
     def run(self, corpus: Corpus, ranges: list[tuple[int, int]], assembler: ShardAssembler,
-            progress: Progress) -> None:
-        """Embed the rows at the positions in ``ranges``; every vector goes to ``assembler``."""
+            progress: Progress, encoding: Encoding = Encoding()) -> None:
+        """Embed the rows at the positions in ``ranges`` (each text after ``encoding``'s prompt); every
+        vector, cut to ``encoding``'s dimensions, goes to ``assembler``."""
         from zeroembed.server.core.batcher import Batcher
         from zeroembed.server.core.tokenization import BackgroundTokenizer
         from zeroembed.server.errors import StartupError
@@ -126,7 +128,7 @@ class EmbeddedEngine:
             items = batch.items
             positions = np.fromiter((item.index for item in items), dtype=np.int64, count=len(items))
             lengths = np.fromiter((item.length for item in items), dtype=np.int32, count=len(items))
-            assembler.add(positions, arrays[SENTENCE], lengths)
+            assembler.add(positions, encoding.cut(arrays[SENTENCE]), lengths)
             outstanding[0] -= len(items)
             progress.update(len(items), int(lengths.sum()))
 
@@ -153,12 +155,12 @@ class EmbeddedEngine:
                         exhausted = True
                     else:
                         positions, texts = window
-                        tokenizer.submit(positions, texts, pieces=False, pretokenized=False)
+                        tokenizer.submit(positions, encoding.texts(texts), pieces=False, pretokenized=False)
                         outstanding[0] += len(positions)
                 for positions, tokenized, _seconds, error in tokenizer.completed():
                     if error is not None:
                         raise EngineError(f"tokenizing failed: {error}")
-                    _queue(batcher, positions, tokenized)
+                    _queue(batcher, positions, tokenized, encoding.prompt_length)
                 if exhausted and not len(tokenizer) and not outstanding[0]:
                     return
                 dispatcher.dispatch()
@@ -197,8 +199,9 @@ def _windows(corpus: Corpus, ranges: list[tuple[int, int]], assembler: ShardAsse
         yield np.concatenate(positions), texts
 
 
-def _queue(batcher, positions: np.ndarray, tokenized) -> None:
-    """Queue a tokenized window for the batcher, shortest texts first."""
+def _queue(batcher, positions: np.ndarray, tokenized, prompt_length: int) -> None:
+    """Queue a tokenized window for the batcher, shortest texts first; each text starts with
+    ``prompt_length`` tokens of prompt that the model pools without (0: none, or the model pools them too)."""
     from zeroembed.server.core.batcher import Item
 
     job, now = _JOB, time.monotonic()
@@ -206,7 +209,8 @@ def _queue(batcher, positions: np.ndarray, tokenized) -> None:
     offsets = tokenized.offsets
     order = np.argsort(lengths, kind="stable")
     batcher.add(Item(owner=job, index=int(positions[i]), length=int(lengths[i]), enqueued_at=now,
-                     payload=tokenized.ids[offsets[i]:offsets[i + 1]]) for i in order.tolist())
+                     payload=tokenized.ids[offsets[i]:offsets[i + 1]], prompt_length=prompt_length)
+                for i in order.tolist())
 
 
 _JOB = _Job()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .assembly import ShardAssembler
+from .encoding import Encoding
 from .errors import BulkError, EngineError
 from .inputs import Columns, resolve_inputs
 from .output import OutputDir, ShardPlan, shard_schema
@@ -33,7 +34,7 @@ class Engine(Protocol):
     device: str
 
     def run(self, corpus: Corpus, ranges: list[tuple[int, int]], assembler: ShardAssembler,
-            progress: Progress) -> None: ...
+            progress: Progress, encoding: Encoding) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class JobSpec:
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD
     overwrite: bool = False
     quiet: bool = False
+    prompt_name: str | None = None  # one of the model's prompts (--prompt-name), or
+    prompt: str | None = None  # a literal one (--prompt); neither: the model's default prompt, if any
+    dimensions: int | None = None  # Matryoshka: the first N of each vector (--dimensions)
 
 
 def model_identity(artifact) -> dict[str, Any]:
@@ -74,23 +78,30 @@ def check_inputs(spec: JobSpec) -> Corpus:
 
 
 def run_job(spec: JobSpec, artifact, engine: Engine, *, corpus: Corpus | None = None,
-            progress: Progress | None = None) -> Summary:
-    """Embed what is left of the job into ``spec.out``; the run's summary. Raises :class:`BulkError`."""
+            progress: Progress | None = None, encoding: Encoding | None = None) -> Summary:
+    """Embed what is left of the job into ``spec.out``; the run's summary. Raises :class:`BulkError`.
+
+    The spec's prompt and dimensions are resolved against the model before the output folder is
+    touched (``encoding`` gives them resolved already, for a stand-in model).
+    """
     corpus = corpus or check_inputs(spec)
+    encoding = encoding or Encoding.resolve(artifact, prompt_name=spec.prompt_name, prompt=spec.prompt,
+                                            dimensions=spec.dimensions)
     plan = ShardPlan(corpus.total_rows, spec.rows_per_shard)
-    identity = json.loads(json.dumps({"model": _identity_of(model_identity(artifact)), "inputs": corpus.describe(),
+    identity = json.loads(json.dumps({"model": _identity_of(model_identity(artifact)),
+                                      "embedding": encoding.identity(), "inputs": corpus.describe(),
                                       "rows_per_shard": spec.rows_per_shard}))
-    out = OutputDir(spec.out, identity, plan, shard_schema(artifact.manifest.hidden_size, corpus.id_kind))
+    out = OutputDir(spec.out, identity, plan, shard_schema(encoding.dim, corpus.id_kind))
     done = out.open(overwrite=spec.overwrite)
     ranges = todo_ranges(plan, done)
     done_rows = sum(plan.size(k) for k in done)
     progress = progress or Progress(corpus.total_rows, done_rows, quiet=spec.quiet)
-    assembler = ShardAssembler(plan, out, artifact.manifest.hidden_size, corpus.id_kind)
+    assembler = ShardAssembler(plan, out, encoding.dim, corpus.id_kind)
     started, wall = time.monotonic(), time.time()
     error: BaseException | None = None
     try:
         if ranges:
-            engine.run(corpus, ranges, assembler, progress)
+            engine.run(corpus, ranges, assembler, progress, encoding)
             if assembler.pending:
                 raise EngineError(f"the engine ended with shards {assembler.pending} unfinished; "
                                   "run the same command again to resume")
@@ -100,7 +111,7 @@ def run_job(spec: JobSpec, artifact, engine: Engine, *, corpus: Corpus | None = 
     finally:
         progress.close()
         seconds = time.monotonic() - started
-        out.record_run({"engine": engine.name, "device": engine.device,
+        out.record_run({"engine": engine.name, "device": engine.device, "prompt_name": encoding.prompt_name,
                         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall)),
                         "seconds": round(seconds, 3), "rows": assembler.rows_written,
                         "tokens": assembler.tokens_written, "shards_written": assembler.shards_written,

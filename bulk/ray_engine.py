@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from .assembly import ShardAssembler
+from .encoding import Encoding
 from .errors import EngineError
 from .progress import Progress
 from .rows import read_range
@@ -55,9 +56,12 @@ class Embedder:
     """One Ray actor: the artifact's model and tokenizer, mapping a batch of rows to their vectors.
 
     Rows are sorted by length within the batch and run a model batch at a time, so padding stays low.
+    ``encoding`` (the job's resolved :class:`~zeroembed.bulk.encoding.Encoding`) puts its prompt before
+    each text and cuts each vector to its dimensions.
     """
 
-    def __init__(self, artifact_dir: str, device: str, threads: int, model_batch: int) -> None:
+    def __init__(self, artifact_dir: str, device: str, threads: int, model_batch: int,
+                 encoding: Encoding = Encoding()) -> None:
         from zeroembed.server.artifact import open_artifact
         from zeroembed.server.core.tokenization import TextTokenizer
         from zeroembed.server.workers.runtime import EncoderRuntime
@@ -67,10 +71,12 @@ class Embedder:
                                       inputs=artifact.manifest.inputs)
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, artifact.manifest.max_seq_length)
         self.model_batch = model_batch
-        self.dim = artifact.manifest.hidden_size
+        self.encoding = encoding
+        self.dim = encoding.dim or artifact.manifest.hidden_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tokenized = self.tokenizer.encode(batch.column("text").to_pylist())
+        encoding = self.encoding
+        tokenized = self.tokenizer.encode(encoding.texts(batch.column("text").to_pylist()))
         lengths = tokenized.lengths.astype(np.int32)
         offsets = tokenized.offsets
         vectors = np.empty((len(lengths), self.dim), np.float32)
@@ -78,7 +84,9 @@ class Embedder:
         for start in range(0, len(order), self.model_batch):
             rows = order[start:start + self.model_batch]
             ids = np.concatenate([tokenized.ids[offsets[r]:offsets[r + 1]] for r in rows])
-            vectors[rows] = self.runtime.run(ids, lengths[rows], [SENTENCE])[SENTENCE]
+            prompt_lengths = np.full(len(rows), encoding.prompt_length, np.int64)
+            out = self.runtime.run(ids, lengths[rows], [SENTENCE], prompt_lengths=prompt_lengths)[SENTENCE]
+            vectors[rows] = encoding.cut(out)
         columns = {"position": batch.column("position"),
                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
                    "num_tokens": pa.array(lengths)}
@@ -129,8 +137,8 @@ class RayEngine:
         self.embedder = embedder  # tests pass a subclass that dies once, to check Ray's retry
 
     def run(self, corpus: Corpus, ranges: list[tuple[int, int]], assembler: ShardAssembler,
-            progress: Progress) -> None:
-        """Embed the rows at the positions in ``ranges``; every vector goes to ``assembler``."""
+            progress: Progress, encoding: Encoding = Encoding()) -> None:
+        """Embed the rows at the positions in ``ranges`` as ``encoding`` says; every vector goes to ``assembler``."""
         import ray
         import ray.data
 
@@ -144,12 +152,13 @@ class RayEngine:
                 where = self.options.address or "a local Ray"
                 raise EngineError(f"could not start or join {where}: {exc}") from None
         try:
-            self._run(ray, corpus, ranges, assembler, progress)
+            self._run(ray, corpus, ranges, assembler, progress, encoding)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _run(self, ray, corpus: Corpus, ranges, assembler: ShardAssembler, progress: Progress) -> None:
+    def _run(self, ray, corpus: Corpus, ranges, assembler: ShardAssembler, progress: Progress,
+             encoding: Encoding) -> None:
         from ray.data.context import DataContext
 
         context = DataContext.get_current()
@@ -170,10 +179,10 @@ class RayEngine:
         dataset = dataset.map_batches(
             self.embedder, fn_constructor_kwargs={"artifact_dir": str(Path(self.artifact.path).resolve()),
                                                   "device": self.device, "threads": threads,
-                                                  "model_batch": model_batch},
+                                                  "model_batch": model_batch, "encoding": encoding},
             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if cuda else 0, num_cpus=1 if cuda else threads)
-        dim = self.artifact.manifest.hidden_size
+        dim = assembler.dim
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 positions = batch.column("position").to_numpy()

@@ -89,14 +89,10 @@ class EncodeJob:
             model_output, renormalize = POOLED, False
         else:
             model_output, renormalize = SENTENCE, want_normalized and not manifest.normalize
-        dimensions = options.dimensions
-        if dimensions is not None and dimensions > manifest.hidden_size:
-            raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'dimensions' must be at most "
-                                                             f"{manifest.hidden_size} (this model's size), got {dimensions}")
         normalized = renormalize or (model_output == SENTENCE and manifest.normalize)
         return cls(respond=respond, id=request_id, count=count, output=options.output, model_output=model_output,
                    renormalize=renormalize, dim=manifest.hidden_size, received_at=received_at,
-                   dimensions=dimensions if dimensions != manifest.hidden_size else None, normalized=normalized)
+                   dimensions=check_dimensions(options.dimensions, manifest), normalized=normalized)
 
     @property
     def done(self) -> bool:
@@ -126,14 +122,27 @@ class EncodeJob:
         return Outcome(self.id, [self._cut(flat)], fields)
 
     def _cut(self, vectors: np.ndarray) -> np.ndarray:
-        """The first ``dimensions`` of each vector, unit length again if the vectors were: as
-        sentence-transformers' ``truncate_dim`` followed by its normalisation."""
-        if self.dimensions is None:
-            return vectors
-        cut = vectors[:, :self.dimensions]
-        if self.normalized or self.renormalize:
-            cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(cut, dtype=np.float32)
+        return cut_dimensions(vectors, self.dimensions, self.normalized or self.renormalize)
+
+
+def check_dimensions(dimensions: int | None, manifest: ArtifactManifest) -> int | None:
+    """A request's Matryoshka ``dimensions``: None when it keeps every one; :class:`RequestRejected`
+    naming the option past the model's size (the lower bound is the protocol's)."""
+    if dimensions is not None and dimensions > manifest.hidden_size:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'dimensions' must be at most {manifest.hidden_size} "
+                                                         f"(this model's size), got {dimensions}")
+    return dimensions if dimensions != manifest.hidden_size else None
+
+
+def cut_dimensions(vectors: np.ndarray, dimensions: int | None, normalized: bool) -> np.ndarray:
+    """The first ``dimensions`` of each row of ``vectors`` (all when None), unit length again if
+    ``normalized``: as sentence-transformers' ``truncate_dim`` followed by its normalisation."""
+    if dimensions is None:
+        return vectors
+    cut = vectors[:, :dimensions]
+    if normalized:
+        cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(cut, dtype=np.float32)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

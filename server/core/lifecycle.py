@@ -19,12 +19,13 @@ import numpy as np
 
 from zeroembed.client.protocol import EncodeOptions, ErrorCode, Op, Request, RerankOptions
 
-from ..artifact import PROMPT_LENGTH, ArtifactManifest, RerankManifest
+from ..artifact import ArtifactManifest, RerankManifest
 from ..config import RequestLimits
 from ..metrics import Metrics
 from .batcher import Batch, Batcher, Item, Owner
 from .cache import EmbeddingCache
 from .jobs import EncodeJob, Outcome, RerankJob, Respond
+from .prompts import Prompts
 from .tokenization import BackgroundTokenizer, TextTokenizer, Tokenized
 from .validation import RequestRejected, check_limits, parse_options, parse_rerank_options
 
@@ -78,8 +79,7 @@ class RequestCore:
         self.workers: WorkerSide | None = None  # attached once the worker side exists (it needs the core)
         # Accepted, unanswered requests in arrival order (a dict as an ordered set): the oldest first.
         self.jobs: dict[EncodeJob | RerankJob, None] = {}
-        # Models that pool without the prompt are told each row's prompt length: counted once per prompt.
-        self._prompt_tokens: dict[str, int] | None = {} if PROMPT_LENGTH in manifest.inputs else None
+        self.prompts = Prompts(manifest, tokenizer)
         self.queued_texts = 0  # texts of ``jobs``, kept as a count: checked on every request
 
     def attach(self, workers: WorkerSide) -> None:
@@ -117,13 +117,10 @@ class RequestCore:
             raise RequestRejected(ErrorCode.BUSY, f"the server is full ({queued} texts queued, limit "
                                                   f"{limits.max_queue}); retry later")
         job = EncodeJob.create(respond, request.id, len(texts), options, self.manifest, received)
-        prompt = self._prompt(options)
+        prompt = self.prompts.resolve(options)
         if prompt:
             texts = [prompt + text for text in texts]
-            if self._prompt_tokens is not None:
-                if prompt not in self._prompt_tokens:
-                    self._prompt_tokens[prompt] = self.tokenizer.prompt_length(prompt)
-                job.prompt_length = self._prompt_tokens[prompt]
+            job.prompt_length = self.prompts.length(prompt)
         if not texts:
             self._finish(job)
             return
@@ -179,27 +176,6 @@ class RequestCore:
             self._tokenizing_failed(job, exc)
             return
         self._enqueue(job, documents, options, tokenized, time.perf_counter() - started, query)
-
-    def _prompt(self, options: EncodeOptions) -> str:
-        """The prompt to prepend to each text: the request's, by name or literal, else the model's default."""
-        prompts = self.manifest.prompts
-        if options.prompt is not None and options.prompt_name is not None:
-            raise RequestRejected(ErrorCode.INVALID_REQUEST, "give 'prompt' or 'prompt_name', not both")
-        if options.prompt_name is not None:
-            if not prompts:
-                raise RequestRejected(ErrorCode.INVALID_REQUEST, "option 'prompt_name': this model has no named "
-                                                                 "prompts; send a literal 'prompt' instead")
-            if options.prompt_name not in prompts:
-                raise RequestRejected(ErrorCode.INVALID_REQUEST, f"option 'prompt_name': {options.prompt_name!r} is "
-                                                                 f"not one of this model's prompts {sorted(prompts)}")
-            prompt = prompts[options.prompt_name]
-        elif options.prompt is not None:
-            prompt = options.prompt
-        else:
-            return prompts.get(self.manifest.default_prompt_name or "", "") if not options.is_tokenized else ""
-        if options.is_tokenized and prompt:
-            raise RequestRejected(ErrorCode.INVALID_REQUEST, "prompts apply to texts, not to is_tokenized word lists")
-        return prompt
 
     def on_tokenized(self) -> None:
         """Queue the texts of requests whose tokenization finished on the background thread."""

@@ -69,13 +69,16 @@ def reference_vectors(artifact: Path, texts: list[str]) -> tuple[np.ndarray, np.
 
 
 def assert_matches(out: Path, ids: list, vectors: np.ndarray, tokens: np.ndarray) -> None:
-    """The output holds exactly ``ids``, each with its reference vector (cos >= 0.9999) and token count."""
+    """The output holds exactly ``ids``, each with its reference vector (cos >= 0.9999, the same length)
+    and token count."""
     got = read_vectors(out)
     assert sorted(got, key=str) == sorted(ids, key=str)
     for i, key in enumerate(ids):
         vector, num_tokens = got[key]
-        cos = float(vector @ vectors[i] / (np.linalg.norm(vector) * np.linalg.norm(vectors[i])))
+        norm, reference_norm = np.linalg.norm(vector), np.linalg.norm(vectors[i])
+        cos = float(vector @ vectors[i] / (norm * reference_norm))
         assert cos >= 0.9999, (key, cos)
+        assert abs(norm - reference_norm) <= 1e-3 * reference_norm, (key, norm, reference_norm)
         assert num_tokens == tokens[i]
 
 
@@ -87,3 +90,53 @@ def bulk_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def bulk_reference(default_artifact: Path, bulk_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return reference_vectors(default_artifact, bulk_texts)
+
+
+# A model with prompts, for --prompt-name, --prompt and --dimensions: it mean-pools without the prompt's
+# tokens (so a row's vector depends on its prompt length reaching the model), has a default prompt, and
+# normalizes (so cut vectors must be re-normalized).
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+PROMPT_MODEL = {"pooling": "mean", "include_prompt": False, "prompts": PROMPTS, "default_prompt_name": "passage",
+                "normalize": True}
+#: Option sets the engines are checked with against the server: as request options, as flags, and the
+#: prompt each puts before the texts.
+ENCODINGS = {
+    "default-prompt": ({}, [], PROMPTS["passage"]),
+    "query-16-dimensions": ({"prompt_name": "query", "dimensions": 16},
+                            ["--prompt-name", "query", "--dimensions", "16"], PROMPTS["query"]),
+    "literal-prompt": ({"prompt": "search: "}, ["--prompt", "search: "], "search: "),
+}
+
+
+@pytest.fixture(scope="session")
+def prompt_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with :data:`PROMPT_MODEL`'s head, exported."""
+    from tests.dependencies import require
+
+    require("torch", "export")
+    from tests.export.stmodels import make_st_model
+    from zeroembed.export import export_model
+
+    base = tmp_path_factory.mktemp("prompt-model")
+    artifact = base / "artifact"
+    export_model(make_st_model(base / "model", **PROMPT_MODEL), artifact)
+    return artifact
+
+
+@pytest.fixture(scope="session")
+def prompt_served(prompt_artifact: Path, bulk_texts: list[str]) -> dict[str, np.ndarray]:
+    """The server's vectors of ``bulk_texts`` for each of :data:`ENCODINGS`, from a real server."""
+    from zeroembed.server.launch import ServerProcess
+
+    with ServerProcess(prompt_artifact, "--workers", "1", "--threads-per-worker", "1") as server, \
+            server.client() as client:
+        return {name: np.asarray(client.encode(bulk_texts, **options)) for name, (options, *_) in ENCODINGS.items()}
+
+
+def prompt_tokens(artifact: Path, texts: list[str], prompt: str) -> np.ndarray:
+    """Tokens of each ``prompt + text`` as the server counts them."""
+    from zeroembed.server.artifact import open_artifact
+    from zeroembed.server.core.tokenization import TextTokenizer
+
+    art = open_artifact(artifact)
+    return TextTokenizer(art.tokenizer_path, art.manifest.max_seq_length).encode([prompt + t for t in texts]).lengths

@@ -67,3 +67,27 @@ def test_an_input_taken_as_the_ray_address_is_explained(tmp_path: Path, capsys: 
     b = write_jsonl(tmp_path / "b.jsonl", [{"text": "b"}])
     assert main(["embed", str(a), "--ray", str(b), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     assert "write the inputs before --ray" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--prompt-name", "nope"], "--prompt-name: 'nope' is not one of this model's prompts "
+                                 "['document', 'passage', 'query']"),  # sentence-transformers adds an empty 'document'
+    (["--dimensions", "33"], "--dimensions must be at most 32 (this model's size), got 33"),
+    (["--dimensions", "0"], "--dimensions must be at least 1, got 0"),
+])
+def test_bad_prompt_or_dimensions_are_refused_before_any_work(flags: list[str], message: str, prompt_artifact: Path,
+                                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert main(["embed", str(path), "--out", str(tmp_path / "out"), "--model", str(prompt_artifact), "--quiet",
+                 *flags]) == 2
+    assert capsys.readouterr().err == f"zeroembed embed: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prompt_name_for_a_model_without_prompts_says_so(default_artifact: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    assert main(["embed", str(path), "--out", str(tmp_path / "out"), "--model", str(default_artifact), "--quiet",
+                 "--prompt-name", "query"]) == 2
+    assert "--prompt-name: this model has no named prompts; send a literal --prompt instead" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import assert_matches, read_vectors, write_jsonl
+from .conftest import ENCODINGS, assert_matches, prompt_tokens, read_vectors, write_jsonl
 
 pytest.importorskip("pyarrow")
 
@@ -119,3 +119,25 @@ def _recorded_shards(out: Path) -> dict:
         return json.loads((out / "manifest.json").read_text())["shards"]
     except (FileNotFoundError, ValueError, KeyError):
         return {}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_prompts_and_dimensions_give_the_servers_vectors(encoding: str, prompt_artifact: Path, prompt_served,
+                                                         bulk_texts, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    _options, flags, prompt = ENCODINGS[encoding]
+    path, ids = _corpus(tmp_path, bulk_texts)
+    out = tmp_path / "vectors"
+    command = ["embed", str(path), "--model", str(prompt_artifact), "--out", str(out), "--quiet", "--workers", "2",
+               "--rows-per-shard", "20", *flags]
+    assert main(command) == 0
+    served = prompt_served[encoding]
+    assert_matches(out, ids, served, prompt_tokens(prompt_artifact, bulk_texts, prompt))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["embedding"] == {"dim": served.shape[1], "dimensions": 16 if "--dimensions" in flags else None,
+                                     "prompt": prompt}
+    # The same folder with other options is another job's: refused before any work, naming what differs.
+    other = ["--dimensions", "8"] if "--dimensions" not in flags else ["--prompt-name", "query"]
+    assert main(command[:-len(flags) or None] + other) == 2
+    assert "different embedding" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]

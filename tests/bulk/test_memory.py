@@ -12,6 +12,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 
 from zeroembed.bulk.embedded import _windows  # noqa: E402
+from zeroembed.bulk.encoding import Encoding  # noqa: E402
 from zeroembed.bulk.inputs import Columns  # noqa: E402
 from zeroembed.bulk.job import JobSpec, run_job  # noqa: E402
 from zeroembed.bulk.progress import Progress  # noqa: E402
@@ -24,7 +25,7 @@ class StandInEngine:
 
     name, device = "stand-in", "cpu"
 
-    def run(self, corpus, ranges, assembler, progress: Progress) -> None:
+    def run(self, corpus, ranges, assembler, progress: Progress, encoding: Encoding) -> None:
         for positions, texts in _windows(corpus, ranges, assembler, 2048):
             lengths = np.fromiter(map(len, texts), dtype=np.int32, count=len(texts))
             vectors = np.repeat(lengths[:, None].astype(np.float32), DIM, axis=1)
@@ -49,7 +50,7 @@ def _peak_bytes(tmp_path: Path, rows: int) -> tuple[int, int]:
     spec = JobSpec([str(path)], tmp_path / f"out-{rows}", Columns(), rows_per_shard=5000, quiet=True)
     tracemalloc.start()
     try:
-        summary = run_job(spec, _artifact(), StandInEngine())
+        summary = run_job(spec, _artifact(), StandInEngine(), encoding=Encoding(dim=DIM))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import assert_matches, write_parquet
+from .conftest import ENCODINGS, assert_matches, prompt_tokens, write_parquet
 
 pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray")
@@ -69,3 +69,18 @@ def test_an_actor_killed_mid_job_is_restarted_and_its_batch_retried(local_ray, d
     run_job(spec, open_artifact(default_artifact), engine)
     assert Path(f"{DiesOnce.marker}.taken").exists()  # an actor did die
     assert_matches(tmp_path / "out", ids, *bulk_reference)
+
+
+def test_ray_engine_gives_the_servers_vectors_with_prompts_and_dimensions(local_ray, prompt_artifact: Path,
+                                                                         prompt_served, bulk_texts,
+                                                                         tmp_path: Path) -> None:
+    from zeroembed.server.artifact import open_artifact
+
+    path = write_parquet(tmp_path / "corpus.parquet", [{"text": t} for t in bulk_texts])
+    artifact = open_artifact(prompt_artifact)
+    for encoding, (options, _flags, prompt) in ENCODINGS.items():
+        out = tmp_path / encoding
+        spec = JobSpec([str(path)], out, Columns(), rows_per_shard=20, quiet=True, **options)
+        run_job(spec, artifact, RayEngine(artifact, _options()))
+        assert_matches(out, list(range(len(bulk_texts))), prompt_served[encoding],
+                       prompt_tokens(prompt_artifact, bulk_texts, prompt))
