@@ -28,6 +28,9 @@ heads before the op (a broadcast copy of K and V). Rotary embedding stays as
 the traced elementwise ops (a few Mul/Add/Slice per layer); ``RotaryEmbedding``
 would fuse them but needs a per-architecture cache layout, left for later.
 The parity gate runs transformers' unmodified eager model as the reference.
+
+ModernBERT uses the op and masks registered here from its own body
+(export/modernbert.py), which also drops the batch's padding outside attention.
 """
 
 from __future__ import annotations
