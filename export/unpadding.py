@@ -8,12 +8,15 @@ attention node. Each rotary encoder's body (export/modernbert.py, export/nomic_b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import fused_attention
 
 if TYPE_CHECKING:
     import torch
+
+T = TypeVar("T")
 
 
 class Unpadding:
@@ -67,8 +70,12 @@ class Unpadding:
         return self.unpad(context)
 
 
-def eager_masks(config, build) -> dict:  # noqa: ANN001 - transformers' config and mask builders
-    """``build()`` with ``config`` switched to the fused implementation: transformers' eager additive masks."""
+def eager_masks(config: Any, build: Callable[[], T]) -> T:
+    """``build()`` (transformers' mask functions) with ``config`` switched to the fused implementation.
+
+    The fused implementation registers transformers' eager mask builder, so the masks come out
+    additive, ``[batch, 1, seq, seq]``, as the ``attention_bias`` of the fused op takes them.
+    """
     fused_attention.register()
     eager = config._attn_implementation
     config._attn_implementation = fused_attention.ATTN_IMPLEMENTATION
