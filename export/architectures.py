@@ -77,9 +77,11 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
         ),
         # Rotary position embeddings (ModernBERT also sliding-window layers, the Qwen decoders a causal
         # mask and grouped-query heads): transformers' own model with each attention core handed to
-        # com.microsoft.MultiHeadAttention (export/fused_attention.py). No pooler to leave out.
-        ArchitectureSpec("modernbert", "in-graph", builder="fused_attention", default_max_seq_length=8192),
-        ArchitectureSpec("nomic_bert", "in-graph", builder="fused_attention", load_kwargs=_BERT_LOAD,
+        # com.microsoft.MultiHeadAttention (export/fused_attention.py); the encoders' layers rebuilt to
+        # run on their real tokens only, padded around that node (export/modernbert.py,
+        # export/nomic_bert.py, export/unpadding.py). No pooler to leave out.
+        ArchitectureSpec("modernbert", "in-graph", builder="modernbert", default_max_seq_length=8192),
+        ArchitectureSpec("nomic_bert", "in-graph", builder="nomic_bert", load_kwargs=_BERT_LOAD,
                          default_max_seq_length=8192),
         ArchitectureSpec("qwen2", "in-graph", builder="fused_attention", load_kwargs=_DECODER_LOAD,
                          default_max_seq_length=8192),

@@ -28,6 +28,10 @@ heads before the op (a broadcast copy of K and V). Rotary embedding stays as
 the traced elementwise ops (a few Mul/Add/Slice per layer); ``RotaryEmbedding``
 would fuse them but needs a per-architecture cache layout, left for later.
 The parity gate runs transformers' unmodified eager model as the reference.
+
+ModernBERT and NomicBERT use the op and masks registered here from their own
+bodies (export/modernbert.py, export/nomic_bert.py), which also drop the batch's
+padding outside attention (export/unpadding.py); the decoders run as above.
 """
 
 from __future__ import annotations

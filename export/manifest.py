@@ -16,8 +16,9 @@ FORMAT_VERSION = 1
 # Bumped when the exporter builds a different graph from the same model, so that caches of
 # exported models (the server's default model) know to export again. 2: residual LayerNorms
 # left unfused (export/fusion.py). 3: int8 quantises the fused attention (export/precision.py).
+# 4: ModernBERT and NomicBERT run their real tokens only, padded around attention (export/unpadding.py).
 # Manifests written before the field existed read as 1.
-EXPORTER_REVISION = 3
+EXPORTER_REVISION = 4
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"

@@ -80,7 +80,11 @@ def activation_ranges(
         results = dict(zip(names, session.run(None, wanted), strict=True))
         real = feed["attention_mask"].astype(bool)
         for name in tensors:
-            channel_max = np.abs(results[name][real]).max(axis=0)
+            values = results[name]
+            # [batch, seq, channels] is masked; an unpadded body's [tokens, channels]
+            # (export/modernbert.py) holds real tokens only.
+            rows = values[real] if values.ndim == real.ndim + 1 else values
+            channel_max = np.abs(rows).max(axis=0)
             ranges[name] = np.maximum(ranges.get(name, channel_max), channel_max)
     return ranges
 
