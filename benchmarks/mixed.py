@@ -9,7 +9,7 @@ time; the reranker's ``--rerank-clients`` clients each ranking one query × ``--
 Each phase keeps its loads running for a warm-up and then ``--duration`` seconds, and reads each
 model's rate from the server's own counters over that window (texts or pairs batched, per ``model``
 label), so a long rerank request cut by the window's edges counts for what ran inside it; latency is
-the client's, over the requests that finished inside the window.
+the client's, over the requests that finished inside the window (each client's first one left out).
 
 The servers, in one run:
 
@@ -58,16 +58,24 @@ class Load:
 
 
 def run_phase(endpoint: str, metrics_url: str, loads: list[Load], warmup_s: float, duration_s: float) -> dict:
-    """Run ``loads`` together; each model's items/s over the window from the server's counters, and p50 latency."""
+    """Run ``loads`` together; each model's items/s over the window from the server's counters, and p50 latency.
+
+    The window opens ``warmup_s`` after every client has had its first answer: the first requests all
+    start at once and finish one after another, quicker than any later one, so none of them is timed.
+    """
     from zeroembed.client import Client
 
     stop = threading.Event()
-    window: dict[str, float] = {}
+    total = sum(load.clients for load in loads)
+    answered_once: list[int] = []  # one entry per client with its first answer
+    all_answered = threading.Event()
+    window: list[tuple[float, float]] = []  # (start, end), appended once: one atomic step for the readers
     errors: list[BaseException] = []
     counter = iter(range(10**9))
     lock = threading.Lock()
 
     def work(client: Client, load: Load) -> None:
+        first = True
         while not stop.is_set():
             with lock:
                 i = next(counter)
@@ -79,7 +87,13 @@ def run_phase(endpoint: str, metrics_url: str, loads: list[Load], warmup_s: floa
                 stop.set()
                 return
             done = time.perf_counter()
-            if window and window["start"] <= started and done <= window["end"]:
+            if first:
+                first = False
+                with lock:
+                    answered_once.append(1)
+                    if len(answered_once) == total:
+                        all_answered.set()
+            elif window and window[0][0] <= done <= window[0][1]:
                 load.latencies_s.append(done - started)
 
     clients = [Client(endpoint, timeout=600) for _ in loads]
@@ -88,12 +102,15 @@ def run_phase(endpoint: str, metrics_url: str, loads: list[Load], warmup_s: floa
                    for client, load in zip(clients, loads) for _ in range(load.clients)]
         for t in threads:
             t.start()
-        time.sleep(warmup_s)  # the window waits for the loads to settle, not for an event
+        while not all_answered.wait(0.1) and not errors:
+            pass
+        time.sleep(warmup_s)  # then a while for the loads to settle
         before = scrape(metrics_url)
-        window["start"], window["end"] = time.perf_counter(), time.perf_counter() + duration_s
+        start = time.perf_counter()
+        window.append((start, start + duration_s))
         time.sleep(duration_s)
         after = scrape(metrics_url)
-        elapsed = time.perf_counter() - window["start"]
+        elapsed = time.perf_counter() - start
         stop.set()
         for t in threads:
             t.join()
