@@ -16,7 +16,8 @@ from zeroembed.benchmarks.mixed import main, split  # noqa: E402
 def test_split_reads_each_models_workers_and_threads_from_the_log():
     log = ("INFO serving all-MiniLM-L6-v2 as 'all-MiniLM-L6-v2' (embed, fp32, dim 384) on tcp://127.0.0.1:1 "
            "with 1 cpu worker(s) of 1 thread(s)\n"
-           "INFO serving model as 'rerank' (rerank, fp32, dim 1) on tcp://127.0.0.1:1 with 2 cpu worker(s) of 3 thread(s)")
+           "INFO serving model as 'rerank' (rerank, fp32, dim 1) on tcp://127.0.0.1:1 "
+           "with 2 cpu worker(s) of 3 thread(s)")
     assert split(log) == {"all-MiniLM-L6-v2": {"workers": 1, "threads_per_worker": 1},
                           "rerank": {"workers": 2, "threads_per_worker": 3}}
 
