@@ -8,7 +8,8 @@ A random-weight cross-encoder the size of ms-marco-MiniLM-L-6-v2 (6 layers × 38
 are the benchmark corpus's passages; each query is a short text of it. Rates are pairs (query, document)
 per second, tokenization included for all three. ORT and CrossEncoder run at each of their batch sizes
 (the best is the baseline); the server gets ``--concurrency`` clients, each sending whole queries
-(``client.rerank(query, documents)``). Numbers are for the report, not a test.
+(``client.rerank(query, documents)``). Numbers are for the report, not a test. An embedder and this
+reranker in one server, alone and under mixed load: benchmarks/mixed.py.
 """
 
 from __future__ import annotations
