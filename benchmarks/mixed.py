@@ -14,10 +14,11 @@ the client's, over the requests that finished inside the window (each client's f
 The servers, in one run:
 
 1. the embedder alone in its own server, then the reranker alone in its own (each has every core);
-2. ``zeroembed serve --model EMBEDDER --model rerank=RERANKER`` with the defaults, which split the
-   cores between the two models: each phase loads the embedder alone, the reranker alone, then both;
-3. the same pair with ``--threads-per-worker`` = cores (each model may use every core, so under mixed
-   load the two share them by the operating system's scheduling), same three phases.
+2. ``zeroembed serve --model EMBEDDER --model rerank=RERANKER`` with the defaults (each model's worker
+   may use every core; under mixed load the two share them by the operating system's scheduling): each
+   phase loads the embedder alone, the reranker alone, then both;
+3. the same pair with the cores split between the two models (``--threads-per-worker`` = cores / 2),
+   same three phases.
 
 The rows print as a markdown table; ``mixed / alone`` is each model's rate under mixed load over its
 rate alone in the same server, and their sum says whether sharing the cores lost (< 1) or gained (> 1)
@@ -168,11 +169,12 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="zeroembed-mixed-") as tmp:
         reranker = Path(args.reranker) if args.reranker else build_model(Path(tmp))[1]
         pair = ["--model", f"{RERANK_NAME}={reranker}"]
+        half = max(1, cores() // 2)
         servers = [
             ("embedder only, defaults", embedder, [], [["embedder"]]),
             ("reranker only, defaults", None, pair, [["reranker"]]),
             ("both, defaults", embedder, pair, [["embedder"], ["reranker"], ["embedder", "reranker"]]),
-            (f"both, --threads-per-worker {cores()}", embedder, [*pair, "--threads-per-worker", str(cores())],
+            (f"both, cores split: --threads-per-worker {half}", embedder, [*pair, "--threads-per-worker", str(half)],
              [["embedder"], ["reranker"], ["embedder", "reranker"]]),
         ]
         for title, first, flags, phases in servers:

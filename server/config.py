@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     workers: int = Field(0, ge=0, le=64, description="worker processes; 0 picks the device default")
     threads_per_worker: int = Field(0, ge=0, le=256, description="ORT intra-op threads per worker; "
-                                    "0 = cores / (workers × models)")
+                                    "0 = cores / workers, for each model")
     parallel_batches: int = Field(0, ge=0, le=256, description="batches a worker runs side by side, one thread each, "
                                   "when more than that wait (otherwise each gets every thread); 0 = threads per worker on CPU, "
                                   "1 on CUDA")
@@ -154,9 +154,9 @@ class Settings(BaseSettings):
                                   else self.max_added_padding),
         }
         if not self.threads_per_worker:
-            # Every model has its own workers: the cores are shared among all of them.
-            fill["threads_per_worker"] = 1 if device == "cuda" else max(
-                1, cpu_count() // (fill["workers"] * max(1, len(self.model))))
+            # Each model's workers may use every core: a model alone runs at full speed, and under mixed
+            # load the models share the cores as well as a fixed split would (docs/decisions.md).
+            fill["threads_per_worker"] = 1 if device == "cuda" else max(1, cpu_count() // fill["workers"])
         if not self.parallel_batches:
             # On a GPU, runs queue on the device anyway; on CPU each thread can carry a batch of its own.
             fill["parallel_batches"] = 1 if device == "cuda" else fill.get("threads_per_worker",

@@ -97,7 +97,8 @@ class InProcessClient:
         """Embed ``texts``: arguments, result and errors as in :meth:`zeroembed.client.Client.encode`."""
         return (await self.encode_counted(texts, **options))[0]
 
-    async def encode_counted(self, texts: Sequence[str] | Sequence[Sequence[str]], **options: Any) -> tuple[EncodeResult, int]:
+    async def encode_counted(self, texts: Sequence[str] | Sequence[Sequence[str]],
+                             **options: Any) -> tuple[EncodeResult, int]:
         """:meth:`encode`'s result and the number of tokens the model read for it (prompts and special
         tokens included), taken from the replies rather than from word pieces."""
         checked = check_options(options)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.server.servers import RunningServer, free_port, start_server
-from zeroembed.benchmarks.compare import TARGET_LATENCY_SLACK_MS, TARGET_SERVER_VS_ORT, TARGET_SERVER_VS_ST
+from zeroembed.benchmarks.compare import (TARGET_HTTP_LATENCY_SLACK_MS, TARGET_LATENCY_SLACK_MS, TARGET_SERVER_VS_ORT,
+                                          TARGET_SERVER_VS_ST, TARGET_SERVER_VS_ST_STRETCH)
 from zeroembed.cli import main
 
 
@@ -83,7 +84,11 @@ def test_compare_quick_end_to_end(default_artifact: Path, tmp_path: Path, capsys
     int8 = next(r for r in results["rows"] if r["kind"] == "int8")
     assert 0.9 < int8["cosine_to_fp32"]["min"] <= int8["cosine_to_fp32"]["mean"] <= 1.0001
     # Each target's verdict is its measured value against its goal, as the results record them.
-    ort_target, st_target, latency_target = results["targets"]
+    targets = {t["target"]: t for t in results["targets"]}
+    ort_target, st_target = results["targets"][:2]
+    latency_target = next(t for name, t in targets.items() if name.startswith("one short text, one client"))
+    stretch = next(t for name, t in targets.items() if "performance issue" in name)
+    assert stretch["value"] == st_target["value"] and stretch["goal"] == TARGET_SERVER_VS_ST_STRETCH
     assert ort_target["value"] == results["ratios"]["server_c8 / ort_best"]
     assert st_target["value"] == results["ratios"]["server_c8 / st_best"]
     assert (ort_target["goal"], st_target["goal"]) == (TARGET_SERVER_VS_ORT, TARGET_SERVER_VS_ST)
@@ -123,6 +128,15 @@ def test_compare_quick_peers_without_their_environment(default_artifact: Path, t
     assert results["ratios"]["server_int8_c8 / server_c8"] > 0
     assert results["ratios"]["http_c8 / server_c8 (ZeroMQ)"] > 0
     assert results["ratios"]["http_c8 / infinity_best"] is None
+    # One short text over HTTP, timed in blocks interleaved with the ZeroMQ client's, judged against it.
+    targets = {t["target"]: t for t in results["targets"]}
+    http_latency = next(t for name, t in targets.items() if name.startswith("one short text over HTTP"))
+    assert http_latency["value"] == results["single_text_http_ms"]["p50"] > 0
+    assert http_latency["goal"] == results["single_text_server_ms"]["p50"] + TARGET_HTTP_LATENCY_SLACK_MS
+    http_rate = next(t for name, t in targets.items() if name.endswith("the ZeroMQ client"))
+    assert http_rate["value"] == results["ratios"]["http_c8 / server_c8 (ZeroMQ)"]
+    int8 = next(t for name, t in targets.items() if name.startswith("served int8"))
+    assert int8["value"] == results["ratios"]["server_int8_c8 / server_c8"]
     printed = capsys.readouterr().out
     assert "peer fastembed: not run: no peers environment" in printed
     assert "benchmarks/peers/setup.sh" in printed

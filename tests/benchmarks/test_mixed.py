@@ -43,8 +43,9 @@ def test_tiny_run_reports_every_server_and_phase(default_artifact: Path, tmp_pat
                 assert phase[kind]["items_per_s"] > 0, (entry["server"], phase)
     # Each server logged its split, one entry per model it holds.
     assert [len(entry["split"]) for entry in results["servers"]] == [1, 1, 2, 2]
-    tuned = results["servers"][3]
-    assert {s["threads_per_worker"] for s in tuned["split"].values()} == {results["cores"]}
+    defaults, split_cores = results["servers"][2:]
+    assert {s["threads_per_worker"] for s in defaults["split"].values()} == {results["cores"]}
+    assert {s["threads_per_worker"] for s in split_cores["split"].values()} == {max(1, results["cores"] // 2)}
     assert set(results["ratios"]) == {results["servers"][2]["server"], results["servers"][3]["server"]}
     for by_kind in results["ratios"].values():
         assert set(by_kind) == {"embedder", "reranker"}

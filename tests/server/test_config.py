@@ -92,10 +92,10 @@ def test_models_from_flags_and_from_the_variable(monkeypatch):
         load_settings(device="cpu", model=["x=a", "x=b"])
 
 
-@pytest.mark.parametrize(("models", "threads"), [(1, 8), (2, 4), (3, 2)])
-def test_the_cores_are_split_across_models(monkeypatch, models, threads):
+@pytest.mark.parametrize(("models", "workers", "threads"), [(1, 0, 8), (2, 0, 8), (3, 0, 8), (2, 2, 4)])
+def test_every_models_workers_may_use_every_core(monkeypatch, models, workers, threads):
     monkeypatch.setattr("zeroembed.server.config.cpu_count", lambda: 8)
-    settings = load_settings(device="cpu", model=[f"m{i}=dir{i}" for i in range(models)])
+    settings = load_settings(device="cpu", model=[f"m{i}=dir{i}" for i in range(models)], workers=workers)
     assert settings.threads_per_worker == threads
     assert load_settings(device="cpu", model=["a", "b=c"], threads_per_worker=8).threads_per_worker == 8
 
