@@ -127,16 +127,20 @@ class InProcessClient:
 
     async def _call(self, request: Request, offset: int) -> Reply:
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Outcome] = loop.create_future()
+        answer: asyncio.Future[Outcome | None] = loop.create_future()
 
         def respond(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(_settle, answer, outcome)
 
         self.bridge.submit(request, respond)
+        # A timer on the future itself: asyncio.wait_for would wrap every call in more machinery.
+        backstop = loop.call_later(self.backstop_s, _expire, answer)
         try:
-            outcome = await asyncio.wait_for(answer, self.backstop_s)
-        except asyncio.TimeoutError:
-            raise ServerTimeout(f"no answer from the server's loop within {self.backstop_s:g} s") from None
+            outcome = await answer
+        finally:
+            backstop.cancel()
+        if outcome is None:
+            raise ServerTimeout(f"no answer from the server's loop within {self.backstop_s:g} s")
         if outcome.error is not None:
             error: ZeroEmbedError = error_for(outcome.error.value, outcome.message, outcome.index)
             if error.index is not None:
@@ -144,6 +148,11 @@ class InProcessClient:
             raise error
         return Reply({"v": PROTOCOL_VERSION, "id": outcome.request_id, "ok": True, **outcome.fields},
                      outcome.arrays)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _settle(future: asyncio.Future, outcome: Outcome) -> None:
