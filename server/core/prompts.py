@@ -14,6 +14,9 @@ from .tokenization import TextTokenizer
 from .validation import RequestRejected
 
 
+_MAX_COUNTED = 1024
+
+
 class Prompts:
     """A model's prompts: resolves a request's prompt and counts its tokens (once per prompt)."""
 
@@ -54,5 +57,7 @@ class Prompts:
         if self._lengths is None or not prompt:
             return 0
         if prompt not in self._lengths:
+            if len(self._lengths) >= _MAX_COUNTED:  # literal prompts come from clients: keep the memo bounded
+                self._lengths.clear()
             self._lengths[prompt] = self.tokenizer.prompt_length(prompt)
         return self._lengths[prompt]
