@@ -76,6 +76,22 @@ def _model_and_tokenizer(arch: str, config: Any, vocab: list[str]) -> tuple[Any,
     return AutoModel.from_config(config, **load).eval(), tokenizer
 
 
+def write_hf_encoder(arch: str, folder: Path, *, tiny: bool = False, layers: int | None = None,
+                     positions: int = 512) -> int:
+    """Write a random ``arch`` model and its tokenizer in Hugging Face's layout into ``folder``, with room
+    for ``positions`` tokens; returns its hidden size. The caller seeds torch."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    size = dict((TINY if tiny else REAL)[arch])
+    if layers is not None:
+        size["layers"] = layers
+    vocab = _vocab(arch)
+    model, tokenizer = _model_and_tokenizer(arch, _config(arch, size, len(vocab), positions), vocab)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return size["hidden"]
+
+
 def make_random_encoder(
     arch: str,
     out: Path,
@@ -90,19 +106,11 @@ def make_random_encoder(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    size = dict((TINY if tiny else REAL)[arch])
-    if layers is not None:
-        size["layers"] = layers
     out = Path(out)
     hf_dir = out.with_name(out.name + "-hf")  # the Transformer module's source, removed once ``out`` is saved
-    vocab = _vocab(arch)
     torch.manual_seed(seed)
-    model, tokenizer = _model_and_tokenizer(arch, _config(arch, size, len(vocab), max_seq_length), vocab)
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    modules = [Transformer(str(hf_dir), max_seq_length=max_seq_length), Pooling(size["hidden"], "mean"), Normalize()]
+    hidden = write_hf_encoder(arch, hf_dir, tiny=tiny, layers=layers, positions=max_seq_length)
+    modules = [Transformer(str(hf_dir), max_seq_length=max_seq_length), Pooling(hidden, "mean"), Normalize()]
     SentenceTransformer(modules=modules, device="cpu").save(str(out))
     shutil.rmtree(hf_dir)
     return out

@@ -1,91 +1,22 @@
 """Tiny random-weight sentence-transformers folders, built and saved by sentence-transformers itself.
 
-Each architecture gets a transformers config small enough to export in seconds
-and a tokenizer that fits it, built from the default model's BERT vocabulary
-(nothing is downloaded). The folder is written by ``SentenceTransformer.save``,
-so the exporter reads exactly what sentence-transformers writes.
+Each BERT-family architecture comes from ``benchmarks/randomencoder.py`` at its
+tiny size (a transformers config small enough to export in seconds, a tokenizer
+built from the default model's BERT vocabulary; nothing is downloaded). The
+folder is written by ``SentenceTransformer.save``, so the exporter reads exactly
+what sentence-transformers writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-HIDDEN = 32
-HEADS = 2
+from zeroembed.benchmarks.randomencoder import write_hf_encoder
+
 LAYERS = 2
 POSITIONS = 130
-
-
-def _bert_vocab() -> list[str]:
-    from zeroembed.export import default_model_dir
-
-    return (default_model_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
-
-
-def _bert(folder: Path) -> None:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    BertModel(BertConfig(vocab_size=len(_bert_vocab()), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                         num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
-                         max_position_embeddings=POSITIONS), add_pooling_layer=False).save_pretrained(folder)
-    _vocab_tokenizer(BertTokenizerFast, folder, _bert_vocab())
-
-
-def _distilbert(folder: Path) -> None:
-    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
-
-    DistilBertModel(DistilBertConfig(vocab_size=len(_bert_vocab()), dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
-                                     hidden_dim=2 * HIDDEN, max_position_embeddings=POSITIONS)).save_pretrained(folder)
-    _vocab_tokenizer(DistilBertTokenizerFast, folder, _bert_vocab())
-
-
-def _mpnet(folder: Path) -> None:
-    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
-
-    # MPNet's own vocabulary layout: <s> <pad> </s> <unk> first (its positions hard-code pad id 1),
-    # then BERT's word pieces ([UNK] among them is the tokenizer's unknown token), <mask> last.
-    vocab = ["<s>", "<pad>", "</s>", "<unk>", *_bert_vocab(), "<mask>"]
-    MPNetModel(MPNetConfig(vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                           num_attention_heads=HEADS, intermediate_size=2 * HIDDEN,
-                           max_position_embeddings=POSITIONS), add_pooling_layer=False).save_pretrained(folder)
-    _vocab_tokenizer(MPNetTokenizerFast, folder, vocab)
-
-
-def _roberta_family(config_class: Any, model_class: Any) -> Callable[[Path], None]:
-    def build(folder: Path) -> None:
-        from transformers import BertTokenizerFast
-
-        # BERT's word pieces behind RoBERTa's positions: they count from pad_token_id + 1, and id 1 is a
-        # word piece BERT's tokenizer never emits, so real tokens get RoBERTa's positions and padding is masked.
-        model_class(config_class(vocab_size=len(_bert_vocab()), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                 num_attention_heads=HEADS, intermediate_size=2 * HIDDEN, pad_token_id=1,
-                                 type_vocab_size=1, max_position_embeddings=POSITIONS + 2),
-                    add_pooling_layer=False).save_pretrained(folder)
-        _vocab_tokenizer(BertTokenizerFast, folder, _bert_vocab())
-
-    return build
-
-
-def _vocab_tokenizer(cls: Any, folder: Path, vocab: list[str]) -> None:
-    cls(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
-
-
-def _roberta(folder: Path) -> None:
-    from transformers import RobertaConfig, RobertaModel
-
-    _roberta_family(RobertaConfig, RobertaModel)(folder)
-
-
-def _xlm_roberta(folder: Path) -> None:
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
-    _roberta_family(XLMRobertaConfig, XLMRobertaModel)(folder)
-
-
-ARCHITECTURES: dict[str, Callable[[Path], None]] = {"bert": _bert, "distilbert": _distilbert, "mpnet": _mpnet,
-                                                    "roberta": _roberta, "xlm-roberta": _xlm_roberta}
 
 
 def make_st_model(
@@ -111,10 +42,9 @@ def make_st_model(
 
     torch.manual_seed(seed)
     hf_dir = out.with_name(out.name + "-hf")
-    ARCHITECTURES[architecture](hf_dir)
+    width = write_hf_encoder(architecture, hf_dir, tiny=True, layers=LAYERS, positions=POSITIONS)
     modules: list[torch.nn.Module] = [models.Transformer(str(hf_dir), max_seq_length=max_seq_length)]
-    modules.append(models.Pooling(HIDDEN, pooling_mode=pooling, include_prompt=include_prompt))
-    width = HIDDEN
+    modules.append(models.Pooling(width, pooling_mode=pooling, include_prompt=include_prompt))
     for out_features, activation, *residual in dense:
         modules.append(models.Dense(width, out_features, activation_function=getattr(torch.nn, activation)(),
                                     use_residual=bool(residual and residual[0])))
