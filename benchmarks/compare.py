@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .ceiling import Arch, numpy_matmul_gflops, ort_matmul_gflops
 from .corpus import SHORT_TEXT, describe, length_class, make_corpus, token_lengths
 from .inprocess import OrtEncoder, call_times_ms, cosine_stats, percentiles_ms, quantize_fallback, timed, wait_until_idle
@@ -326,7 +328,9 @@ class Compare:
                 self.results["server_cosine_to_ort_fp32"] = cosine_stats(got, self.ort_vectors[:64])
                 calls = {"inprocess": self.encode_one, "server": lambda: client.encode([SHORT_TEXT])}
                 if server.http_url is not None:
-                    calls["http"] = http_short_text_call(server.http_url)
+                    # The OpenAI SDK asks for base64 unless told otherwise; curl and plain clients get floats.
+                    calls["http"] = http_short_text_call(server.http_url, "base64")
+                    calls["http_float"] = http_short_text_call(server.http_url, "float")
                 self._single_text_latency(calls)
             for conc in self.plan["concurrency"]:
                 run = self._server_load(server, texts, conc, label=f"server c={conc}")
@@ -486,31 +490,40 @@ class Compare:
                         "passed": remote <= local + TARGET_LATENCY_SLACK_MS,
                         "detail": f"server {remote:.2f} ms vs in process {local:.2f} ms"})
         http = (self.results.get("single_text_http_ms") or {}).get("p50")
+        http_float = (self.results.get("single_text_http_float_ms") or {}).get("p50")
         if http is not None and remote is not None:
             goal = remote + TARGET_HTTP_LATENCY_SLACK_MS
-            out.append({"target": f"one short text over HTTP: p50 ≤ the ZeroMQ client's p50 + "
-                                  f"{TARGET_HTTP_LATENCY_SLACK_MS:g} ms", "value": http, "goal": goal,
-                        "passed": http <= goal, "detail": f"HTTP {http:.2f} ms vs ZeroMQ {remote:.2f} ms"})
+            floats = "" if http_float is None else f"; with JSON floats {http_float:.2f} ms"
+            out.append({"target": f"one short text over HTTP as the OpenAI SDK sends it (base64): p50 ≤ the "
+                                  f"ZeroMQ client's p50 + {TARGET_HTTP_LATENCY_SLACK_MS:g} ms", "value": http,
+                        "goal": goal, "passed": http <= goal,
+                        "detail": f"HTTP {http:.2f} ms vs ZeroMQ {remote:.2f} ms{floats}"})
         return out
 
 
-def http_short_text_call(base_url: str) -> Callable[[], Any]:
-    """One short text through the OpenAI route on one kept-alive connection, as a plain HTTP client sends it."""
+def http_short_text_call(base_url: str, encoding_format: str = "float") -> Callable[[], np.ndarray]:
+    """One short text through the OpenAI route on one kept-alive connection, its vector decoded as a client
+    decodes it: the ``embedding`` list of floats, or with ``"base64"`` (the OpenAI SDK's default) the
+    little-endian float32 bytes."""
+    import base64
     import http.client
     from urllib.parse import urlsplit
 
     url = urlsplit(base_url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    body = json.dumps({"input": [SHORT_TEXT], "model": "default"}).encode()
+    body = json.dumps({"input": [SHORT_TEXT], "model": "default", "encoding_format": encoding_format}).encode()
     headers = {"Content-Type": "application/json"}
 
-    def call() -> Any:
+    def call() -> np.ndarray:
         connection.request("POST", url.path.rstrip("/") + "/embeddings", body, headers)
         reply = connection.getresponse()
         data = reply.read()
         if reply.status != 200:
             raise RuntimeError(f"HTTP {reply.status}: {data[:200]!r}")
-        return json.loads(data)
+        embedding = json.loads(data)["data"][0]["embedding"]
+        if encoding_format == "base64":
+            return np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+        return np.asarray(embedding, dtype=np.float32)
 
     return call
 
@@ -562,10 +575,13 @@ def render(results: dict[str, Any]) -> str:
     lines.append(f"one short text ({SHORT_TEXT!r}): in process p50 {fmt(single_local.get('p50'), 2)} ms "
                  f"(p99 {fmt(single_local.get('p99'), 2)}), server round trip p50 {fmt(single_remote.get('p50'), 2)} "
                  f"ms (p99 {fmt(single_remote.get('p99'), 2)})")
-    single_http = results.get("single_text_http_ms")
+    single_http, single_float = results.get("single_text_http_ms"), results.get("single_text_http_float_ms")
     if single_http:
         lines.append(f"  over HTTP (OpenAI route, one kept-alive connection, interleaved with the above): p50 "
-                     f"{fmt(single_http.get('p50'), 2)} ms (p99 {fmt(single_http.get('p99'), 2)})")
+                     f"{fmt(single_http.get('p50'), 2)} ms (p99 {fmt(single_http.get('p99'), 2)}) with base64 "
+                     f"vectors, the OpenAI SDK's default"
+                     + ("" if not single_float else f"; p50 {fmt(single_float.get('p50'), 2)} ms "
+                                                    f"(p99 {fmt(single_float.get('p99'), 2)}) with JSON floats"))
     if "int8_source" in results:
         lines.append(f"int8 artifact: {results['int8_source']}")
     if results.get("int8_cosine_by_class"):

@@ -105,9 +105,10 @@ class InProcessClient:
         texts = check_texts(texts, checked.is_tokenized)
         header = {"v": PROTOCOL_VERSION, "op": Op.ENCODE.value, **checked.header()}
         chunks = build_chunks(texts, checked, self.max_texts_per_request, frames=False)
-        replies = await asyncio.gather(*(
-            self._call(Request({**header, "id": chunk.request_id}, texts[chunk.offset:chunk.offset + chunk.count]),
-                       chunk.offset) for chunk in chunks))
+        calls = [self._call(Request({**header, "id": chunk.request_id}, texts[chunk.offset:chunk.offset + chunk.count]),
+                            chunk.offset) for chunk in chunks]
+        # One request (the usual case) is awaited as it is: gather would wrap it in a task of its own.
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         return assemble(chunks, replies, checked), sum(int(r.header.get("num_tokens", 0)) for r in replies)
 
     async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
@@ -132,9 +133,10 @@ class InProcessClient:
         def respond(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(_settle, answer, outcome)
 
-        self.bridge.submit(request, respond)
-        # A timer on the future itself: asyncio.wait_for would wrap every call in more machinery.
+        # A timer on the future itself: asyncio.wait_for would wrap every call in more machinery. Set before
+        # submitting: once woken, the server's loop waits for the GIL until this thread is back in its poll.
         backstop = loop.call_later(self.backstop_s, _expire, answer)
+        self.bridge.submit(request, respond)
         try:
             outcome = await answer
         finally:

@@ -156,6 +156,8 @@ class Dispatcher:
 
     def dispatch(self) -> None:
         """Send the batches the batcher says should run now to the workers with room, idle ones first."""
+        if not self.batcher:  # the loop asks after every wake-up; most often nothing waits
+            return
         now = time.monotonic()
         for worker in self.pool.with_room(self.depth):
             batch = self.batcher.next_batch(now, pipeline_idle=not self.in_flight)

@@ -131,7 +131,8 @@ def test_compare_quick_peers_without_their_environment(default_artifact: Path, t
     # One short text over HTTP, timed in blocks interleaved with the ZeroMQ client's, judged against it.
     targets = {t["target"]: t for t in results["targets"]}
     http_latency = next(t for name, t in targets.items() if name.startswith("one short text over HTTP"))
-    assert http_latency["value"] == results["single_text_http_ms"]["p50"] > 0
+    assert http_latency["value"] == results["single_text_http_ms"]["p50"] > 0  # base64, as the OpenAI SDK asks
+    assert f"with JSON floats {results['single_text_http_float_ms']['p50']:.2f} ms" in http_latency["detail"]
     assert http_latency["goal"] == results["single_text_server_ms"]["p50"] + TARGET_HTTP_LATENCY_SLACK_MS
     http_rate = next(t for name, t in targets.items() if name.endswith("the ZeroMQ client"))
     assert http_rate["value"] == results["ratios"]["http_c8 / server_c8 (ZeroMQ)"]
