@@ -98,13 +98,19 @@ class Metrics:
 class _Labelled:
     """A metric with more labels than ``model``, its model fixed: ``.labels(op)`` means ``.labels(model, op)``."""
 
-    __slots__ = ("_metric", "_model")
+    __slots__ = ("_metric", "_model", "_children")
 
     def __init__(self, metric: Any, model: str) -> None:
         self._metric, self._model = metric, model
+        # The label values are few (ops, error codes, batch modes): each child is looked up once, since
+        # prometheus_client's labels() validates and locks on every call, on the server loop's path.
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def labels(self, *values: str) -> Any:
-        return self._metric.labels(self._model, *values)
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(self._model, *values)
+        return child
 
 
 class ModelMetrics:
