@@ -41,8 +41,15 @@ RUN --mount=type=bind,target=/context \
 FROM builder AS model-cpu
 ARG MODEL=""
 ARG PRECISION=fp32
+# int8: only recipes whose accuracy holds on every x86 CPU, since the image may run on another machine than
+# the one that built it; INT8_PORTABLE=0 for an image meant for CPUs with VNNI only (elsewhere it refuses
+# to start).
+ARG INT8_PORTABLE=1
 RUN --mount=type=bind,target=/context \
-    zeroembed export ${MODEL:+--model "/context/$MODEL"} --precision "$PRECISION" --out /models/model
+    portable=""; \
+    if [ "$PRECISION" = int8 ] && [ "$INT8_PORTABLE" = 1 ]; then portable=--int8-portable; fi; \
+    zeroembed export ${MODEL:+--model "/context/$MODEL"} --precision "$PRECISION" ${portable:+"$portable"} \
+        --out /models/model
 
 # ---------------------------------------------------------------- CPU runtime (build with --target cpu)
 FROM python:3.11-slim AS cpu

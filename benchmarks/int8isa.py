@@ -54,23 +54,10 @@ def cpu_features() -> dict[str, bool]:
 
 
 def u8s8_saturates() -> bool:
-    """Whether ONNX Runtime's u8 x s8 MatMulInteger here saturates pairs of products in 16 bits.
+    """Whether ONNX Runtime's u8 x s8 kernel here saturates pairs of products in 16 bits (the server's probe)."""
+    from zeroembed.server.workers.int8_kernel import u8s8_products_exact
 
-    255 x 127 twice is 64770, past int16: a VNNI kernel sums it exactly, ``VPMADDUBSW`` clips it to 32767.
-    This tells which kind of kernel ONNX Runtime really ran, whatever the CPU reports.
-    """
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    depth, width = 64, 16
-    weights = numpy_helper.from_array(np.full((depth, width), 127, np.int8), "b")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, depth])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [None, width])], [weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    result = session.run(None, {"a": np.full((4, depth), 255, np.uint8)})[0]
-    return bool((result != 255 * 127 * depth).any())
+    return not u8s8_products_exact()
 
 
 def describe_isa(features: dict[str, bool]) -> str:

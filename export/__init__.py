@@ -36,12 +36,14 @@ def export_model(
     pooling: str | None = None,
     max_seq_length: int | None = None,
     allow_unfused: bool = False,
+    int8_portable: bool = False,
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Manifest | RerankManifest:
     """Export ``model`` (local HF dir, or ``None`` for all-MiniLM-L6-v2) into the artifact dir ``out``.
 
     A cross-encoder (``*ForSequenceClassification``) becomes a rerank artifact (docs/artifact.md).
+    ``int8_portable``: only int8 recipes whose accuracy holds on CPUs without VNNI too.
 
     Raises :class:`ExportError` (one-line message) on any user-facing failure,
     including a missing torch/transformers install; nothing is written then.
@@ -61,6 +63,7 @@ def export_model(
         pooling=pooling,
         max_seq_length=max_seq_length,
         allow_unfused=allow_unfused,
+        int8_portable=int8_portable,
         force=force,
         log=log,
     )

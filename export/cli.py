@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fp32 (default, CPU or GPU), fp16 (GPU), int8 (CPU, dynamic quantisation)",
     )
     parser.add_argument(
+        "--int8-portable",
+        action="store_true",
+        help="with --precision int8: only recipes whose accuracy holds on every x86 CPU, VNNI or not (for an "
+        "artifact exported on one machine and served on others, as in a container image); a little slower "
+        "where VNNI is",
+    )
+    parser.add_argument(
         "--pooling",
         choices=("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"),
         help="override the model's pooling",
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             pooling=args.pooling,
             max_seq_length=args.max_seq_length,
             allow_unfused=args.allow_unfused,
+            int8_portable=args.int8_portable,
             force=args.force,
             log=_log,
         )

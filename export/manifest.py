@@ -17,8 +17,9 @@ FORMAT_VERSION = 1
 # exported models (the server's default model) know to export again. 2: residual LayerNorms
 # left unfused (export/fusion.py). 3: int8 quantises the fused attention (export/precision.py).
 # 4: ModernBERT and NomicBERT run their real tokens only, padded around attention (export/unpadding.py).
+# 5: int8 manifests say whether the weights use the full range (quantization.full_range_weights).
 # Manifests written before the field existed read as 1.
-EXPORTER_REVISION = 4
+EXPORTER_REVISION = 5
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,6 +77,9 @@ class QuantizationReport(BaseModel):
     quantized_nodes: int
     fp32_nodes: list[str]  # MatMuls deliberately left in fp32
     attempts: list[dict[str, object]]  # recipe, sentence/token min cosine, passed
+    # s8 weights over the whole range: graded on the exporting CPU, they hold only on CPUs whose u8 x s8 kernels
+    # sum exactly (VNNI); servers refuse the artifact elsewhere. None in manifests written before the field.
+    full_range_weights: bool | None = None
 
 
 class ToolVersions(BaseModel):

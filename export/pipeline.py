@@ -104,6 +104,7 @@ def export_model(
     pooling: str | None = None,
     max_seq_length: int | None = None,
     allow_unfused: bool = False,
+    int8_portable: bool = False,
     force: bool = False,
     log: Log | None = None,
 ) -> Manifest | RerankManifest:
@@ -113,10 +114,13 @@ def export_model(
 
     Raises :class:`ExportError` for every user-facing failure; nothing is
     written then. ``log`` receives one line per step. ``allow_unfused`` lets a
-    model whose attention does not fuse export anyway (``fused_attention: false``).
+    model whose attention does not fuse export anyway (``fused_attention: false``). ``int8_portable`` keeps
+    to int8 recipes whose accuracy holds on CPUs without VNNI too (export/precision.py).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"invalid precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if int8_portable and precision != "int8":
+        raise ExportError(f"--int8-portable applies to --precision int8 only, not {precision}")
     kind: ArtifactBuild
     if model is not None and is_reranker(model):
         if pooling is not None:
@@ -127,10 +131,11 @@ def export_model(
                                          allow_unfused=allow_unfused))
     out = Path(out).expanduser().absolute()
     with staged(out, kind.source.path, force) as staging:
-        return build(kind, staging, out, precision, _Steps(log))
+        return build(kind, staging, out, precision, _Steps(log), int8_portable=int8_portable)
 
 
-def build(kind: ArtifactBuild, staging: Path, out: Path, precision: str, steps: _Steps) -> Manifest | RerankManifest:
+def build(kind: ArtifactBuild, staging: Path, out: Path, precision: str, steps: _Steps, *,
+          int8_portable: bool = False) -> Manifest | RerankManifest:
     """Produce model.onnx, tokenizer.json and manifest.json of ``kind`` in ``staging``."""
     # Nothing is ever downloaded; set before anything below imports transformers.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -170,8 +175,10 @@ def build(kind: ArtifactBuild, staging: Path, out: Path, precision: str, steps: 
             final_path = work / "model.fp16.onnx"
             optimized.save_model_to_file(str(final_path))
     elif precision == "int8":
-        with steps.step("quantize", f"dynamic int8, {kind.int8_choice}:") as extra:
-            final_path, report, quant = prec.pick_int8(fp32_path, work, kind.calibration_feeds(), kind, steps.note)
+        portable = ", portable recipes only" if int8_portable else ""
+        with steps.step("quantize", f"dynamic int8, {kind.int8_choice}{portable}:") as extra:
+            final_path, report, quant = prec.pick_int8(fp32_path, work, kind.calibration_feeds(), kind, steps.note,
+                                                       portable=int8_portable)
             extra.append(quant.recipe)
 
     with steps.step("validate", f"{precision} vs {kind.reference_name}:") as extra:

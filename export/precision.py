@@ -20,12 +20,15 @@ dynamic ones; u8 weights ran at 1.2x.
 
 ``reduce_range`` (7-bit weights) cost no speed but accuracy: with QAttention
 it reached 0.994 on the validation texts yet 0.987 on unseen short ones, so the
-fastest recipe uses full-range weights. On AVX2 CPUs without VNNI, ONNX
+fastest recipe uses full-range weights. On x86 CPUs without VNNI, ONNX
 Runtime's u8 x s8 kernels add pairs of products in 16 bits, which full-range
-weights can saturate; the parity gate runs on the exporting CPU, so there such
-a loss fails the gate and the next (reduce_range) recipe is picked. An int8
-artifact is therefore best exported on the kind of CPU that serves it (the
-server's default model is exported on the serving machine itself).
+weights saturate (the default model's first recipe falls to 0.958 there). The
+parity gate runs on the exporting CPU, so there that recipe fails and the
+smoothed reduce_range one (0.995) is picked. The manifest records whether the
+weights use the full range (``quantization.full_range_weights``) and the
+server refuses such an artifact on a CPU whose kernels saturate
+(server/workers/int8_kernel.py); ``portable`` skips those recipes, for an
+artifact exported on one machine and served on others (container images).
 """
 
 from __future__ import annotations
@@ -122,6 +125,11 @@ class Int8Recipe:
     static: bool = False
     weight_type: str = "s8"
     activation_type: str = "u8"
+
+    @property
+    def full_range_weights(self) -> bool:
+        """s8 weights over the whole range: exact only where u8 x s8 products sum without saturating (VNNI)."""
+        return self.weight_type == "s8" and not self.reduce_range
 
 
 INT8_RECIPES: list[Int8Recipe] = [
@@ -281,8 +289,11 @@ def pick_int8(
     calibration: Sequence[dict[str, np.ndarray]],
     judge: Int8Judge[Report],
     log: Callable[[str], None],
+    *,
+    portable: bool = False,
 ) -> tuple[Path, Report, QuantizationReport]:
     """Try :data:`INT8_RECIPES` in order; the first ``judge`` finds enough wins, else the best passing one.
+    ``portable`` leaves out the recipes with full-range weights, which need VNNI to serve as graded.
 
     Returns (path, its parity report, quantization report). If no recipe
     passes, the best attempt is returned and the caller's parity gate refuses
@@ -293,6 +304,8 @@ def pick_int8(
     attempts: list[dict[str, object]] = []
     best = None
     for index, recipe in enumerate(INT8_RECIPES):
+        if portable and recipe.full_range_weights:
+            continue
         path = work_dir / f"model.int8.{index}.onnx"
         count, excluded = quantize_int8(model_path, path, recipe, calibration)
         report = judge.grade(path, "int8")
@@ -308,5 +321,5 @@ def pick_int8(
         raise ExportError("no int8 recipe configured")
     _, path, recipe, report, count, excluded = best
     quant = QuantizationReport(recipe=recipe.name, description=recipe.description, quantized_nodes=count,
-                               fp32_nodes=excluded, attempts=attempts)
+                               fp32_nodes=excluded, attempts=attempts, full_range_weights=recipe.full_range_weights)
     return path, report, quant

@@ -30,6 +30,14 @@ class ArtifactError(Exception):
     """An artifact directory that cannot be served; ``str()`` names the problem."""
 
 
+class QuantizationFacts(BaseModel):
+    """What an int8 manifest says of its quantization that the server acts on (workers/int8_kernel.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    full_range_weights: bool | None = None  # s8 weights over the whole range; None: exported before the field
+
+
 class ArtifactManifest(BaseModel):
     """The manifest fields the server relies on; the rest is kept and reported as is."""
 
@@ -48,6 +56,7 @@ class ArtifactManifest(BaseModel):
     default_prompt_name: str | None = None  # applied when a request names no prompt
     include_prompt: bool = True  # false: the graph pools without the prompt's tokens (input ``prompt_length``)
     fused_attention: bool = True  # false: exported with --allow-unfused
+    quantization: QuantizationFacts | None = None  # int8 artifacts only
     task: Literal["embed"] = "embed"
 
 
@@ -71,6 +80,7 @@ class RerankManifest(BaseModel):
     default_prompt_name: str | None = None
     include_prompt: bool = True
     fused_attention: bool = True
+    quantization: QuantizationFacts | None = None
 
 
 @dataclass(frozen=True)

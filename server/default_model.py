@@ -30,10 +30,14 @@ def default_artifact(cache_dir: Path, device: str, precision: str | None = None,
         raise ArtifactError(_no_exporter(cache_dir, exc)) from None
     target = Path(cache_dir).expanduser() / f"{DEFAULT_MODEL_NAME}-{precision}"
     cached = _cached_revision(target)
-    if cached is not None and cached >= EXPORTER_REVISION:
+    current = cached is not None and cached >= EXPORTER_REVISION
+    if current and not _needs_exact_int8_sums(target, precision):
         return target
     if cached is None:
         progress(f"exporting the default model {DEFAULT_MODEL_NAME} ({precision}) into {target}, once")
+    elif current:  # the int8 gate then picks, on this CPU, a recipe that holds here
+        progress(f"exporting the default model into {target} again: its int8 weights use the full range, "
+                 "which this CPU's int8 kernel (no VNNI) cannot sum exactly")
     else:
         progress(f"exporting the default model into {target} again: it was made by exporter revision "
                  f"{cached}, this is {EXPORTER_REVISION}")
@@ -59,6 +63,23 @@ def _cached_revision(target: Path) -> int | None:
         return 0  # unreadable: older than any export, so it is made again
     revision = manifest.get("exporter_revision", 1) if isinstance(manifest, dict) else 1
     return revision if isinstance(revision, int) else 1
+
+
+def _needs_exact_int8_sums(target: Path, precision: str) -> bool:
+    """Whether the cached artifact is int8 with full-range weights and this CPU's int8 kernel saturates
+    (exported on another machine, e.g. into a shared cache)."""
+    if precision != "int8":
+        return False
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        full_range = manifest["quantization"]["full_range_weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable or unrecorded: the revision check above decides
+    if not full_range:
+        return False
+    from .workers.int8_kernel import u8s8_products_exact
+
+    return not u8s8_products_exact()
 
 
 def _no_exporter(cache_dir: Path, exc: ImportError) -> str:

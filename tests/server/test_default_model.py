@@ -62,3 +62,19 @@ def test_the_older_export_still_serves_when_exporting_fails(tmp_path, monkeypatc
     target = cache_with(tmp_path, {"exporter_revision": EXPORTER_REVISION - 1})
     assert default_artifact(tmp_path, "cpu") == target
     assert "serving the cached one" in caplog.text and "torch" in caplog.text
+
+
+@pytest.mark.parametrize("exact, exported", [(False, True), (True, False)], ids=["saturating CPU", "VNNI CPU"])
+def test_a_full_range_int8_export_is_made_again_where_the_kernel_saturates(tmp_path, exports, monkeypatch, exact,
+                                                                           exported):
+    import zeroembed.server.workers.int8_kernel as int8_kernel
+
+    monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: exact)
+    target = tmp_path / "all-MiniLM-L6-v2-int8"
+    target.mkdir()
+    (target / "manifest.json").write_text(json.dumps({"exporter_revision": EXPORTER_REVISION,
+                                                      "quantization": {"full_range_weights": True}}))
+    lines: list[str] = []
+    assert default_artifact(tmp_path, "cpu", "int8", progress=lines.append) == target
+    assert [(c["out"], c["precision"], c["force"]) for c in exports] == ([(target, "int8", True)] if exported else [])
+    assert any("cannot sum exactly" in line for line in lines) is exported
