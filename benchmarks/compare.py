@@ -363,12 +363,14 @@ class Compare:
 
     def _single_text_latency(self, calls: dict[str, Callable[[], Any]]) -> None:
         """p50/p99 of one short text each way in ``calls`` (in process, the ZeroMQ client, HTTP), in
-        alternating blocks so that all see the same machine."""
-        blocks = 5
+        alternating blocks so that all see the same machine; every other round of blocks runs in reverse
+        order, so that neither a drift of the machine nor going first favours one way."""
+        blocks = 6
         per_block = max(1, self.plan["latency_iters"] // blocks)
         times: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(blocks):
-            for name, call in calls.items():
+        order = list(calls.items())
+        for block in range(blocks):
+            for name, call in (order if block % 2 == 0 else order[::-1]):
                 # Each block starts once the other's threads have stopped spinning (wait_until_idle).
                 wait_until_idle()
                 times[name] += call_times_ms(call, per_block)
