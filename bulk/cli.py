@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir = args.cache_dir or Settings.model_fields["cache_dir"].default_factory()
             progress = (lambda line: None) if args.quiet else (lambda line: print(f"{_PROG}: {line}", file=sys.stderr))
             artifact = open_artifact(default_artifact(cache_dir, device, progress=progress))
+        _check_int8(artifact, device)
         engine = _engine(args, artifact, device)
         summary = run_job(spec, artifact, engine, corpus=corpus)
     except (BulkError, ArtifactError) as exc:
@@ -116,6 +117,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     return 0
+
+
+def _check_int8(artifact, device: str) -> None:
+    """Refuse an int8 artifact this CPU's int8 kernel would spoil, as the server does (a Ray actor checks its
+    own machine again); print the warning for an older manifest that does not say."""
+    from zeroembed.server.errors import StartupError
+    from zeroembed.server.workers.int8_kernel import check_int8_here
+
+    from .errors import BulkError
+
+    try:
+        warning = check_int8_here(artifact.name, artifact.manifest, device)
+    except StartupError as exc:
+        raise BulkError(str(exc)) from None
+    if warning:
+        print(f"{_PROG}: warning: {warning}", file=sys.stderr)
 
 
 def _engine(args: argparse.Namespace, artifact, device: str):

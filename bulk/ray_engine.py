@@ -64,9 +64,12 @@ class Embedder:
                  encoding: Encoding = Encoding()) -> None:
         from zeroembed.server.artifact import open_artifact
         from zeroembed.server.core.tokenization import TextTokenizer
+        from zeroembed.server.workers.int8_kernel import check_int8_here
         from zeroembed.server.workers.runtime import EncoderRuntime
 
         artifact = open_artifact(artifact_dir)
+        # This actor's machine may not be the driver's: refuse an int8 artifact its CPU would spoil (StartupError).
+        check_int8_here(artifact.name, artifact.manifest, device)
         self.runtime = EncoderRuntime(artifact.model_path, device=device, threads=threads,
                                       inputs=artifact.manifest.inputs)
         self.tokenizer = TextTokenizer(artifact.tokenizer_path, artifact.manifest.max_seq_length)

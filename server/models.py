@@ -21,7 +21,7 @@ from .core.tokenization import BackgroundTokenizer, TextTokenizer
 from .errors import StartupError
 from .metrics import Metrics
 from .workers.dispatch import Dispatcher
-from .workers.int8_kernel import check_int8_artifact, u8s8_products_exact
+from .workers.int8_kernel import check_int8_here
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,9 @@ def load_model(name: str, artifact: Artifact, settings: Settings, metrics: Metri
         # 8192 tokens) gets room for one text at its limit, which still bounds a batch's memory.
         budget = manifest.max_seq_length
         log.info("%s: batches of up to %d tokens (the model's max sequence length)", name, budget)
-    if manifest.precision == "int8" and settings.device == "cpu":
-        warning = check_int8_artifact(name, manifest, exact=u8s8_products_exact())
-        if warning:
-            log.warning(warning)
+    warning = check_int8_here(name, manifest, settings.device)  # StartupError for an int8 artifact it would spoil
+    if warning:
+        log.warning(warning)
     metrics = metrics.for_model(name)
     rerank = manifest.task == "rerank"
     batcher = Batcher(max_batch_tokens=budget, max_batch_size=settings.max_batch_size,

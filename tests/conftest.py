@@ -59,6 +59,21 @@ def tiny_artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.fixture(scope="session")
+def full_range_int8_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_artifact`` with a manifest claiming int8 with full-range weights: what a CPU without VNNI refuses
+    (the server and bulk jobs decide from the manifest alone)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("artifacts") / "full-range-int8"
+    shutil.copytree(tiny_artifact, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(precision="int8", quantization={"full_range_weights": True})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--image", action="store_true",
                      help="also build and run the container image (tests marked 'image'; needs root, podman, "

@@ -83,6 +83,13 @@ def check_int8_artifact(name: str, manifest: Any, *, exact: bool) -> str | None:
     return None
 
 
+def check_int8_here(name: str, manifest: Any, device: str) -> str | None:
+    """:func:`check_int8_artifact` on this machine: probes the kernel only for an int8 artifact run on the CPU."""
+    if manifest.precision != "int8" or device != "cpu":
+        return None
+    return check_int8_artifact(name, manifest, exact=u8s8_products_exact())
+
+
 if __name__ == "__main__":
     PROBE_MODEL.write_bytes(build_probe_model())
     print(f"wrote {PROBE_MODEL}")

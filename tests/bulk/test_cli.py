@@ -91,3 +91,16 @@ def test_a_prompt_name_for_a_model_without_prompts_says_so(default_artifact: Pat
                  "--prompt-name", "query"]) == 2
     assert "--prompt-name: this model has no named prompts; send a literal --prompt instead" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_int8_artifact_this_cpu_would_spoil_is_refused(tmp_path: Path, full_range_int8_artifact: Path,
+                                                          monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    from zeroembed.server.workers import int8_kernel
+
+    monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: False)  # a CPU without VNNI
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    code = main(["embed", str(path), "--out", str(tmp_path / "out"), "--model", str(full_range_int8_artifact),
+                 "--device", "cpu", "--quiet"])
+    assert code == 2
+    assert "this int8 artifact's weights use the full int8 range" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -84,3 +84,13 @@ def test_ray_engine_gives_the_servers_vectors_with_prompts_and_dimensions(local_
         run_job(spec, artifact, RayEngine(artifact, _options()))
         assert_matches(out, list(range(len(bulk_texts))), prompt_served[encoding],
                        prompt_tokens(prompt_artifact, bulk_texts, prompt))
+
+
+def test_an_actor_refuses_an_int8_artifact_its_cpu_would_spoil(full_range_int8_artifact: Path, monkeypatch):
+    # An actor may run on another machine than the job's driver: it checks its own CPU's int8 kernel.
+    from zeroembed.server.errors import StartupError
+    from zeroembed.server.workers import int8_kernel
+
+    monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: False)
+    with pytest.raises(StartupError, match="full int8 range"):
+        Embedder(str(full_range_int8_artifact), "cpu", 1, 8)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +13,7 @@ from zeroembed.server.artifact import open_artifact
 from zeroembed.server.config import load_settings
 from zeroembed.server.errors import StartupError
 from zeroembed.server.metrics import Metrics
+from zeroembed.server.workers import int8_kernel
 from zeroembed.server.workers.int8_kernel import PROBE_MODEL, build_probe_model, check_int8_artifact, \
     u8s8_products_exact
 
@@ -74,21 +73,12 @@ def test_an_older_int8_manifest_is_served_with_a_warning(recorded):
     assert warning and "does not say whether its weights use the full int8 range" in warning
 
 
-def int8_copy(artifact: Path, out: Path, quantization: dict) -> Path:
-    """``artifact`` with a manifest claiming int8 and ``quantization`` (the server reads only the manifest)."""
-    shutil.copytree(artifact, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest.update(precision="int8", quantization=quantization)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
-
-
-def test_the_server_refuses_at_load_on_a_saturating_cpu(tiny_artifact, tmp_path, monkeypatch):
-    artifact = open_artifact(int8_copy(tiny_artifact, tmp_path / "int8", {"full_range_weights": True}))
+def test_the_server_refuses_at_load_on_a_saturating_cpu(full_range_int8_artifact, tmp_path, monkeypatch):
+    artifact = open_artifact(full_range_int8_artifact)
     assert artifact.manifest.quantization.full_range_weights is True
-    monkeypatch.setattr(models, "u8s8_products_exact", lambda: False)
+    monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: False)
     settings = load_settings(device="cpu")
     with pytest.raises(StartupError, match="full int8 range"):
         models.load_model("tiny", artifact, settings, Metrics(), tmp_path / "socks")
-    monkeypatch.setattr(models, "u8s8_products_exact", lambda: True)  # a VNNI CPU: it loads
+    monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: True)  # a VNNI CPU: it loads
     models.load_model("tiny", artifact, settings, Metrics(), tmp_path / "socks").close()
