@@ -18,6 +18,7 @@ from zeroembed.server.workers.int8_kernel import PROBE_MODEL, build_probe_model,
     u8s8_products_exact
 
 from ...dependencies import missing, require
+from ..servers import free_port
 
 
 def vnni() -> bool:
@@ -82,3 +83,15 @@ def test_the_server_refuses_at_load_on_a_saturating_cpu(full_range_int8_artifact
         models.load_model("tiny", artifact, settings, Metrics(), tmp_path / "socks")
     monkeypatch.setattr(int8_kernel, "u8s8_products_exact", lambda: True)  # a VNNI CPU: it loads
     models.load_model("tiny", artifact, settings, Metrics(), tmp_path / "socks").close()
+
+
+def test_serve_on_a_cpu_without_vnni_refuses_a_full_range_int8_artifact(full_range_int8_artifact):
+    # End to end and nothing faked: `zeroembed serve` itself under an emulated AVX2 CPU. It refuses at load,
+    # before any worker starts; were the check broken, it would serve until the timeout fails the test.
+    qemu = shutil.which("qemu-x86_64") or missing("qemu-x86_64", install="apt-get install qemu-user")
+    done = subprocess.run([qemu, "-cpu", "Haswell", sys.executable, "-m", "zeroembed.cli", "serve", "--model",
+                           str(full_range_int8_artifact), "--port", str(free_port()), "--metrics-port", "0",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "this int8 artifact's weights use the full int8 range" in done.stderr
+    assert "--int8-portable" in done.stderr
