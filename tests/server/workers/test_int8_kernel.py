@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from zeroembed.benchmarks.int8isa import cpu_features
 from zeroembed.server import models
 from zeroembed.server.artifact import open_artifact
 from zeroembed.server.config import load_settings
@@ -23,11 +24,7 @@ from ..servers import free_port
 
 def vnni() -> bool:
     """Whether numpy sees a VNNI flavour on this CPU (ONNX Runtime's exact u8 x s8 kernels need one)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # numpy 1
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    return any(on for name, on in features.items() if "VNNI" in name)
+    return any(on for name, on in cpu_features().items() if "VNNI" in name)
 
 
 def test_shipped_probe_is_the_one_the_builder_makes():
